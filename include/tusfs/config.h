@@ -1,0 +1,62 @@
+/*
+ * The daemon's configuration: the command line and -o options, validated
+ * and completed (token loaded, state directory chosen) before anything is
+ * mounted. Immutable once the filesystem runs.
+ */
+#ifndef TUSFS_CONFIG_H
+#define TUSFS_CONFIG_H
+
+#include "tusfs_setup.h"
+#include "tusfs/log.h"
+
+#include <fuse.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CONFIG_DEFAULT_CHUNK   (50ULL * 1024 * 1024)
+#define CONFIG_DEFAULT_UPLOADS 4
+#define CONFIG_MIN_CHUNK       (4ULL * 1024)
+#define CONFIG_MAX_CHUNK       (4ULL * 1024 * 1024 * 1024)
+#define CONFIG_MAX_UPLOADS     64
+
+struct config {
+	char *endpoint;
+	uint64_t chunk_size;
+	unsigned max_uploads;
+	char *language;
+	char *state_dir;
+	char *auth_file;
+	/* The API key, from auth_file or TUSFS_TOKEN; never printed. */
+	char *token;
+	enum log_level log_level;
+	bool fsync_local;
+	/* Raw option strings, as fuse_opt stores them. */
+	char *chunk_size_opt;
+	char *max_uploads_opt;
+	char *log_level_opt;
+	char *fsync_opt;
+};
+
+/*
+ * Parses tusfs's own options out of args, leaving FUSE's (and the
+ * mountpoint) in place for fuse_parse_cmdline(). Returns 0, or -EINVAL after
+ * printing what is wrong.
+ */
+int config_parse(struct config *cfg, struct fuse_args *args);
+
+/*
+ * Completes cfg for mounting at mountpoint: checks the mountpoint, loads
+ * the token, picks the default state directory. 0, or -errno after printing
+ * what is wrong.
+ */
+int config_finish(struct config *cfg, const char *mountpoint);
+
+void config_clear(struct config *cfg);
+
+/* Parses "50M", "1048576", "64K", "1G" (powers of 1024). 0 or -EINVAL. */
+int config_parse_size(const char *s, uint64_t *out);
+
+/* Prints the tusfs options part of --help. */
+void config_print_help(void);
+
+#endif

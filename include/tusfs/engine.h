@@ -1,0 +1,67 @@
+/*
+ * The upload engine: a fixed pool of worker threads (max_uploads), each with
+ * its own HTTP connection, that moves spooled bytes to the TUS server. FUSE
+ * threads never wait on it except in fsync: they record what changed in the
+ * node and call engine_kick().
+ */
+#ifndef TUSFS_ENGINE_H
+#define TUSFS_ENGINE_H
+
+#include "tusfs/catalog.h"
+#include "tusfs/http.h"
+#include "tusfs/spool.h"
+#include "tusfs/tus.h"
+
+struct engine_config {
+	/* The creation URL. */
+	const char *endpoint;
+	/* What OPTIONS said at mount. */
+	struct tus_server server;
+	uint64_t chunk_size;
+	unsigned workers;
+	/* Upload-Metadata "language", or NULL for automatic. */
+	const char *language;
+	/* For each worker's transport; its strings must live until
+	 * engine_start() returns. */
+	struct http_curl_config http;
+};
+
+struct engine;
+
+/* endpoint and language are copied. NULL with *err set on failure. */
+struct engine *engine_create(const struct engine_config *cfg,
+			     struct catalog *cat, struct spool *spool,
+			     int *err);
+
+/* Starts the workers (after fuse_daemonize: fork keeps no threads). */
+int engine_start(struct engine *e) WARN_UNUSED;
+
+/* Aborts requests in flight and joins the workers. */
+void engine_stop(struct engine *e);
+
+void engine_free(struct engine *e);
+
+/*
+ * Tells the engine that n may have work (a chunk filled up, the last writer
+ * closed, an fsync, an unlink, a rewrite). Catalog lock held.
+ */
+void engine_kick(struct engine *e, struct node *n);
+
+/*
+ * Starts a new upload generation for n (first write, O_TRUNC): a fresh
+ * taskId and, when an earlier upload exists, a restart. Catalog lock held.
+ * 0 or -errno.
+ */
+int engine_new_upload(struct node *n) WARN_UNUSED;
+
+/*
+ * fsync: blocks until the server has confirmed the first `target` bytes of
+ * n, n's upload failed (-EIO), n was unlinked, or the engine stopped
+ * (-EIO). Catalog lock held on entry and exit (released while waiting).
+ */
+int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target);
+
+/* Whether the server can confirm bytes of a file still open for writing. */
+bool engine_can_sync_open(const struct engine *e);
+
+#endif

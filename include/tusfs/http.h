@@ -1,0 +1,130 @@
+/*
+ * The HTTP transport contract: one request in, one response out. The TUS
+ * client speaks only to this interface, so it runs unchanged over libcurl
+ * (http_curl.c) and over the scripted fake the unit tests use.
+ *
+ * Threading: a transport is used by one thread at a time.
+ */
+#ifndef TUSFS_HTTP_H
+#define TUSFS_HTTP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Response headers and bodies are read into bounded buffers. */
+#define HTTP_MAX_HEADERS (64 * 1024)
+#define HTTP_MAX_BODY	 (64 * 1024)
+
+/*
+ * A request body streamed from its source: read() fills buf with up to n
+ * bytes starting at body offset off and returns how many it wrote, or
+ * -errno. The transport never holds more than one buffer of it in memory.
+ */
+struct http_body {
+	ssize_t (*read)(void *arg, char *buf, size_t n, uint64_t off);
+	void *arg;
+	uint64_t length;
+};
+
+struct http_request {
+	const char *method;
+	const char *url;
+	/* "Name: value" lines, NULL-terminated; borrowed. */
+	const char *const *headers;
+	/* NULL: no body. Borrowed for the call. */
+	const struct http_body *body;
+	/* When set and nonzero, the transfer is aborted (-ECANCELED). */
+	const atomic_int *cancel;
+};
+
+/*
+ * Filled by perform. headers holds the final response's header block
+ * ("Name: value\r\n" lines); body its first HTTP_MAX_BODY bytes. Both are
+ * NUL-terminated and owned by the response: release with
+ * http_response_clear().
+ */
+struct http_response {
+	long status;
+	char *headers;
+	size_t headers_len;
+	char *body;
+	size_t body_len;
+	/* Transport's words on a failure (no secrets), else "". */
+	char error[256];
+};
+
+struct http;
+
+struct http_ops {
+	/*
+	 * Performs req. Returns 0 when a response arrived (any status), else
+	 * -errno: -ECONNREFUSED, -ETIMEDOUT, -ECONNRESET, -ECANCELED, -E2BIG
+	 * (headers over HTTP_MAX_HEADERS), -EPROTO, -EIO. resp->error says
+	 * more on failure.
+	 */
+	int (*perform)(struct http *h, const struct http_request *req,
+		       struct http_response *resp);
+	void (*destroy)(struct http *h);
+};
+
+/* Every transport embeds this first. */
+struct http {
+	const struct http_ops *ops;
+};
+
+static inline int http_perform(struct http *h, const struct http_request *req,
+			       struct http_response *resp)
+{
+	return h->ops->perform(h, req, resp);
+}
+
+/* Destroys the transport; NULL is a no-op. */
+static inline void http_free(struct http *h)
+{
+	if (h)
+		h->ops->destroy(h);
+}
+
+void http_response_clear(struct http_response *resp);
+
+/*
+ * Finds header name (case-insensitive) in resp and copies its value, trimmed,
+ * into out. Returns the value's length, -ENOENT if absent, -E2BIG if it does
+ * not fit in outsz (NUL included).
+ */
+int http_response_header(const struct http_response *resp, const char *name,
+			 char *out, size_t outsz);
+
+/* An http_body reading from a file descriptor at a base offset. */
+struct http_fd_source {
+	int fd;
+	uint64_t base;
+};
+ssize_t http_fd_read(void *arg, char *buf, size_t n, uint64_t off);
+
+/* Settings of the libcurl transport. Strings are copied. */
+struct http_curl_config {
+	/* Sent as "Authorization: Bearer" to auth_origin only; may be NULL. */
+	const char *token;
+	/* scheme://host:port whose requests get the token. */
+	const char *auth_origin;
+	const char *cafile;
+	bool insecure;
+	long connect_timeout_s;
+	/* Abort a transfer slower than 1 byte/s for this long. */
+	long stall_timeout_s;
+};
+
+/* Creates a libcurl transport; NULL on allocation failure. */
+struct http *http_curl_create(const struct http_curl_config *cfg);
+
+/*
+ * Writes "scheme://host:port" of url into out (port always explicit).
+ * Returns 0, or -EINVAL for a URL libcurl cannot parse.
+ */
+int http_url_origin(const char *url, char *out, size_t outsz);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * Leveled logging to stderr (foreground) or syslog (daemon), with secret
+ * redaction: a registered secret is replaced by "***" in every message, so a
+ * token that slips into a URL or a server's echo never reaches a log.
+ */
+#ifndef TUSFS_LOG_H
+#define TUSFS_LOG_H
+
+enum log_level {
+	LOG_LEVEL_ERROR,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG,
+};
+
+/* Returns 0 and sets *out, or -EINVAL for an unknown name. */
+int log_level_parse(const char *name, enum log_level *out);
+
+void log_set_level(enum log_level level);
+enum log_level log_get_level(void);
+
+/* Switches the sink to syslog (after daemonizing). */
+void log_use_syslog(void);
+
+/*
+ * Registers a secret to redact (copied; at most one). NULL or "" clears it.
+ * Call before any thread logs.
+ */
+void log_set_secret(const char *secret);
+
+void log_msg(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
+#define log_info(...)  log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
+
+#endif

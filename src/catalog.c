@@ -1,0 +1,292 @@
+/*
+ * The namespace tree. Children are a singly linked list per directory:
+ * lookups are linear, which costs microseconds for the hundreds of files a
+ * recording folder holds; a hash can replace the list behind the same
+ * functions if directories grow into the tens of thousands.
+ *
+ * Nothing here does I/O or knows about uploads beyond holding their state.
+ */
+#include "tusfs_setup.h"
+#include "tusfs/catalog.h"
+#include "tusfs/tus.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct catalog {
+	pthread_mutex_t lock;
+	struct node *root;
+	uint64_t next_ino; /* protected by lock */
+	catalog_free_fn *free_fn;
+	void *free_arg;
+};
+
+const char *upload_state_name(enum upload_state s)
+{
+	static const char *const names[] = {
+	    [UPLOAD_QUEUED] = "queued",	    [UPLOAD_UPLOADING] = "uploading",
+	    [UPLOAD_RETRYING] = "retrying", [UPLOAD_UPLOADED] = "uploaded",
+	    [UPLOAD_FAILED] = "failed",	    [UPLOAD_EMPTY] = "empty",
+	};
+	return names[s];
+}
+
+static struct node *node_new(struct catalog *cat, const char *name, mode_t mode,
+			     uid_t uid, gid_t gid)
+{
+	struct node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	n->name = strdup(name);
+	if (!n->name) {
+		free(n);
+		return NULL;
+	}
+	n->ino = cat->next_ino++;
+	n->mode = mode;
+	n->uid = uid;
+	n->gid = gid;
+	n->refs = 1;
+	n->up.declared_length = TUS_LENGTH_UNKNOWN;
+	catalog_touch(n);
+	return n;
+}
+
+static void node_free(struct node *n)
+{
+	free(n->up.url);
+	free(n->up.message);
+	free(n->name);
+	free(n);
+}
+
+struct catalog *catalog_create(uid_t uid, gid_t gid, uint64_t first_ino,
+			       catalog_free_fn *free_fn, void *arg)
+{
+	struct catalog *cat = calloc(1, sizeof(*cat));
+
+	if (!cat)
+		return NULL;
+	pthread_mutex_init(&cat->lock, NULL);
+	cat->next_ino = CATALOG_ROOT_INO;
+	cat->root = node_new(cat, "", S_IFDIR | 0755, uid, gid);
+	if (!cat->root) {
+		free(cat);
+		return NULL;
+	}
+	cat->next_ino =
+	    first_ino > CATALOG_ROOT_INO ? first_ino : CATALOG_ROOT_INO + 1;
+	cat->free_fn = free_fn;
+	cat->free_arg = arg;
+	return cat;
+}
+
+static void free_tree(struct node *n)
+{
+	struct node *c = n->children;
+
+	while (c) {
+		struct node *next = c->next;
+
+		free_tree(c);
+		c = next;
+	}
+	node_free(n);
+}
+
+void catalog_free(struct catalog *cat)
+{
+	if (!cat)
+		return;
+	free_tree(cat->root);
+	pthread_mutex_destroy(&cat->lock);
+	free(cat);
+}
+
+pthread_mutex_t *catalog_mutex(struct catalog *cat)
+{
+	return &cat->lock;
+}
+
+void catalog_lock(struct catalog *cat)
+{
+	pthread_mutex_lock(&cat->lock);
+}
+
+void catalog_unlock(struct catalog *cat)
+{
+	pthread_mutex_unlock(&cat->lock);
+}
+
+struct node *catalog_root(struct catalog *cat)
+{
+	return cat->root;
+}
+
+struct node *catalog_child(const struct node *dir, const char *name)
+{
+	for (struct node *c = dir->children; c; c = c->next)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+/* Walks len bytes of path from the root. */
+static int walk(struct catalog *cat, const char *path, size_t len,
+		struct node **out)
+{
+	struct node *n = cat->root;
+	const char *p = path, *end = path + len;
+
+	while (p < end) {
+		const char *slash;
+		char name[256];
+		size_t nlen;
+
+		while (p < end && *p == '/')
+			p++;
+		if (p == end)
+			break;
+		slash = memchr(p, '/', (size_t)(end - p));
+		nlen = (size_t)((slash ? slash : end) - p);
+		if (nlen >= sizeof(name))
+			return -ENAMETOOLONG;
+		if (!S_ISDIR(n->mode))
+			return -ENOTDIR;
+		memcpy(name, p, nlen);
+		name[nlen] = '\0';
+		n = catalog_child(n, name);
+		if (!n)
+			return -ENOENT;
+		p += nlen;
+	}
+	*out = n;
+	return 0;
+}
+
+int catalog_lookup(struct catalog *cat, const char *path, struct node **out)
+{
+	return walk(cat, path, strlen(path), out);
+}
+
+int catalog_lookup_parent(struct catalog *cat, const char *path,
+			  struct node **parent, const char **name)
+{
+	const char *slash = strrchr(path, '/');
+	int rc;
+
+	if (!slash || slash[1] == '\0')
+		return -EINVAL;
+	rc = walk(cat, path, (size_t)(slash - path), parent);
+	if (rc < 0)
+		return rc;
+	if (!S_ISDIR((*parent)->mode))
+		return -ENOTDIR;
+	*name = slash + 1;
+	return 0;
+}
+
+int catalog_add(struct catalog *cat, struct node *dir, const char *name,
+		mode_t mode, uid_t uid, gid_t gid, struct node **out)
+{
+	struct node *n;
+
+	if (catalog_child(dir, name))
+		return -EEXIST;
+	n = node_new(cat, name, mode, uid, gid);
+	if (!n)
+		return -ENOMEM;
+	n->parent = dir;
+	n->next = dir->children;
+	dir->children = n;
+	catalog_touch(dir);
+	*out = n;
+	return 0;
+}
+
+static void detach(struct node *n)
+{
+	struct node **pp = &n->parent->children;
+
+	while (*pp != n)
+		pp = &(*pp)->next;
+	*pp = n->next;
+	catalog_touch(n->parent);
+	n->next = NULL;
+}
+
+void catalog_unlink(struct catalog *cat, struct node *n)
+{
+	detach(n);
+	n->unlinked = true;
+	catalog_put(cat, n);
+}
+
+int catalog_rename(struct catalog *cat, struct node *n, struct node *dir,
+		   const char *name)
+{
+	struct node *victim = catalog_child(dir, name);
+	char *copy;
+
+	if (victim == n)
+		return 0;
+	copy = strdup(name);
+	if (!copy)
+		return -ENOMEM;
+	if (victim)
+		catalog_unlink(cat, victim);
+	detach(n);
+	free(n->name);
+	n->name = copy;
+	n->parent = dir;
+	n->next = dir->children;
+	dir->children = n;
+	catalog_touch(dir);
+	n->ctime = dir->mtime;
+	return 0;
+}
+
+void catalog_get(struct node *n)
+{
+	n->refs++;
+}
+
+void catalog_put(struct catalog *cat, struct node *n)
+{
+	if (--n->refs > 0)
+		return;
+	if (cat->free_fn && S_ISREG(n->mode))
+		cat->free_fn(n, cat->free_arg);
+	node_free(n);
+}
+
+int catalog_relpath(const struct node *n, char *buf, size_t size)
+{
+	size_t len = 0;
+
+	/* Build from the leaf backwards at the end of buf, then move. */
+	if (size == 0)
+		return -ENAMETOOLONG;
+	buf[size - 1] = '\0';
+	for (const struct node *p = n; p && p->parent; p = p->parent) {
+		size_t nlen = strlen(p->name) + (len ? 1 : 0);
+
+		if (len + nlen + 1 > size)
+			return -ENAMETOOLONG;
+		len += nlen;
+		memcpy(buf + size - 1 - len, p->name, strlen(p->name));
+		if (nlen > strlen(p->name))
+			buf[size - 1 - len + strlen(p->name)] = '/';
+	}
+	memmove(buf, buf + size - 1 - len, len + 1);
+	return (int)len;
+}
+
+void catalog_touch(struct node *n)
+{
+	clock_gettime(CLOCK_REALTIME, &n->mtime);
+	n->atime = n->mtime;
+	n->ctime = n->mtime;
+}

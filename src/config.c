@@ -1,0 +1,316 @@
+/*
+ * Command line and options. Values are parsed and checked here, once, so
+ * the rest of the daemon reads plain fields. The token is read from a file
+ * or the environment, never from argv where any user's ps could see it.
+ */
+#include "tusfs_setup.h"
+#include "tusfs/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define OPT(t, field)                                                          \
+	{                                                                      \
+		t, offsetof(struct config, field), 0                           \
+	}
+
+static const struct fuse_opt opt_spec[] = {
+    OPT("chunk_size=%s", chunk_size_opt),
+    OPT("max_uploads=%s", max_uploads_opt),
+    OPT("language=%s", language),
+    OPT("state_dir=%s", state_dir),
+    OPT("auth_file=%s", auth_file),
+    OPT("log_level=%s", log_level_opt),
+    OPT("fsync=%s", fsync_opt),
+    FUSE_OPT_END,
+};
+
+static void complain(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static void complain(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("tusfs: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	switch (toupper((unsigned char)*end)) {
+	case 'K':
+		shift = 10;
+		break;
+	case 'M':
+		shift = 20;
+		break;
+	case 'G':
+		shift = 30;
+		break;
+	case '\0':
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (shift) {
+		end++;
+		/* "50M", "50MB" and "50MiB" all mean 50 * 2^20. */
+		if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0)
+			end += strlen(end);
+	}
+	if (*end || v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+/* Takes the first non-option argument as the endpoint. */
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct config *cfg = data;
+
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT && !cfg->endpoint) {
+		cfg->endpoint = strdup(arg);
+		return cfg->endpoint ? 0 : -1;
+	}
+	return 1;
+}
+
+int config_parse(struct config *cfg, struct fuse_args *args)
+{
+	uint64_t n;
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->chunk_size = CONFIG_DEFAULT_CHUNK;
+	cfg->max_uploads = CONFIG_DEFAULT_UPLOADS;
+	cfg->log_level = LOG_LEVEL_INFO;
+	if (fuse_opt_parse(args, cfg, opt_spec, opt_proc) < 0)
+		return -EINVAL;
+	if (cfg->chunk_size_opt &&
+	    (config_parse_size(cfg->chunk_size_opt, &cfg->chunk_size) < 0 ||
+	     cfg->chunk_size < CONFIG_MIN_CHUNK ||
+	     cfg->chunk_size > CONFIG_MAX_CHUNK)) {
+		complain("invalid chunk_size '%s' (4K to 4G, e.g. 50M)",
+			 cfg->chunk_size_opt);
+		return -EINVAL;
+	}
+	if (cfg->max_uploads_opt) {
+		if (config_parse_size(cfg->max_uploads_opt, &n) < 0 || n < 1 ||
+		    n > CONFIG_MAX_UPLOADS) {
+			complain("invalid max_uploads '%s' (1 to %d)",
+				 cfg->max_uploads_opt, CONFIG_MAX_UPLOADS);
+			return -EINVAL;
+		}
+		cfg->max_uploads = (unsigned)n;
+	}
+	if (cfg->log_level_opt &&
+	    log_level_parse(cfg->log_level_opt, &cfg->log_level) < 0) {
+		complain("invalid log_level '%s' (error, warn, info, debug)",
+			 cfg->log_level_opt);
+		return -EINVAL;
+	}
+	if (cfg->fsync_opt) {
+		if (strcmp(cfg->fsync_opt, "local") != 0 &&
+		    strcmp(cfg->fsync_opt, "remote") != 0) {
+			complain("invalid fsync '%s' (local or remote)",
+				 cfg->fsync_opt);
+			return -EINVAL;
+		}
+		cfg->fsync_local = strcmp(cfg->fsync_opt, "local") == 0;
+	}
+	if (cfg->language && !*cfg->language) {
+		complain("empty language");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Reads the token from path, refusing a file others can read. */
+static int read_token(const char *path, char **out)
+{
+	char buf[4097];
+	struct stat st;
+	ssize_t len;
+	size_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int rc = 0;
+
+	if (fd < 0) {
+		rc = -errno;
+		complain("cannot open auth_file '%s': %s", path,
+			 strerror(errno));
+		return rc;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		complain("auth_file '%s' is not a regular file", path);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (st.st_mode & 077) {
+		complain("auth_file '%s' is accessible by others (mode %03o); "
+			 "chmod 600 it",
+			 path, (unsigned)(st.st_mode & 0777));
+		rc = -EACCES;
+		goto out;
+	}
+	len = read(fd, buf, sizeof(buf) - 1);
+	if (len < 0 || len == (ssize_t)sizeof(buf) - 1) {
+		complain("cannot read auth_file '%s'", path);
+		rc = -EINVAL;
+		goto out;
+	}
+	n = (size_t)len;
+	while (n > 0 && isspace((unsigned char)buf[n - 1]))
+		n--;
+	buf[n] = '\0';
+	if (n == 0 || strpbrk(buf, "\r\n")) {
+		complain("auth_file '%s' must hold one non-empty line", path);
+		rc = -EINVAL;
+		goto out;
+	}
+	*out = strdup(buf);
+	if (!*out)
+		rc = -ENOMEM;
+out:
+	explicit_bzero(buf, sizeof(buf));
+	close(fd);
+	return rc;
+}
+
+/* STATE/tusfs/<xxh3 of endpoint and mountpoint>: one per mount. */
+static int default_state_dir(struct config *cfg, const char *mountpoint)
+{
+	const char *xdg = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	char key[PATH_MAX * 2];
+	int klen;
+	XXH64_hash_t h;
+
+	klen = snprintf(key, sizeof(key), "%s\n%s", cfg->endpoint, mountpoint);
+	if (klen < 0 || (size_t)klen >= sizeof(key))
+		return -ENAMETOOLONG;
+	h = XXH3_64bits(key, (size_t)klen);
+	if (xdg && *xdg)
+		klen = asprintf(&cfg->state_dir, "%s/tusfs/%016llx", xdg,
+				(unsigned long long)h);
+	else if (home && *home)
+		klen =
+		    asprintf(&cfg->state_dir, "%s/.local/state/tusfs/%016llx",
+			     home, (unsigned long long)h);
+	else {
+		complain("no state directory: set -o state_dir, XDG_STATE_HOME "
+			 "or HOME");
+		return -EINVAL;
+	}
+	if (klen < 0) {
+		cfg->state_dir = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int config_finish(struct config *cfg, const char *mountpoint)
+{
+	char real[PATH_MAX];
+	struct stat st;
+	const char *env;
+
+	if (stat(mountpoint, &st) < 0) {
+		complain("mountpoint '%s': %s", mountpoint, strerror(errno));
+		return -ENOENT;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		complain("mountpoint '%s' is not a directory", mountpoint);
+		return -ENOTDIR;
+	}
+	if (!realpath(mountpoint, real))
+		return -errno;
+	if (strncmp(cfg->endpoint, "http://", 7) != 0 &&
+	    strncmp(cfg->endpoint, "https://", 8) != 0) {
+		complain("endpoint '%s' is not an http:// or https:// URL",
+			 cfg->endpoint);
+		return -EINVAL;
+	}
+	if (cfg->auth_file) {
+		int rc = read_token(cfg->auth_file, &cfg->token);
+
+		if (rc < 0)
+			return rc;
+	} else if ((env = getenv("TUSFS_TOKEN")) && *env) {
+		cfg->token = strdup(env);
+		if (!cfg->token)
+			return -ENOMEM;
+	}
+	if (!cfg->state_dir)
+		return default_state_dir(cfg, real);
+	return 0;
+}
+
+void config_clear(struct config *cfg)
+{
+	if (cfg->token) {
+		explicit_bzero(cfg->token, strlen(cfg->token));
+		free(cfg->token);
+	}
+	free(cfg->endpoint);
+	free(cfg->language);
+	free(cfg->state_dir);
+	free(cfg->auth_file);
+	free(cfg->chunk_size_opt);
+	free(cfg->max_uploads_opt);
+	free(cfg->log_level_opt);
+	free(cfg->fsync_opt);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+void config_print_help(void)
+{
+	printf(
+	    "usage: tusfs [options] ENDPOINT MOUNTPOINT\n"
+	    "\n"
+	    "Mounts the TUS upload endpoint ENDPOINT (e.g.\n"
+	    "https://host/uploads/files/) at MOUNTPOINT: files copied in\n"
+	    "are uploaded in resumable chunks.\n"
+	    "\n"
+	    "tusfs options:\n"
+	    "    -o chunk_size=SIZE     bytes per PATCH (default 50M; K/M/G)\n"
+	    "    -o max_uploads=N       files uploading at once (default 4)\n"
+	    "    -o language=CODE       transcription language (default: "
+	    "auto)\n"
+	    "    -o state_dir=DIR       spool and state (default:\n"
+	    "                           $XDG_STATE_HOME/tusfs/<mount id>)\n"
+	    "    -o auth_file=FILE      file holding the API key (mode 0600);\n"
+	    "                           TUSFS_TOKEN in the environment also "
+	    "works\n"
+	    "    -o log_level=LEVEL     error, warn, info (default), debug\n"
+	    "    -o fsync=MODE          remote (default): fsync waits for the\n"
+	    "                           server; local: only syncs the spool\n"
+	    "    -V, --version          print versions and exit\n"
+	    "\n");
+}

@@ -1,0 +1,663 @@
+/*
+ * The upload engine.
+ *
+ * DESIGN
+ * A node with work is put on one FIFO queue (holding a reference); a fixed
+ * set of workers pops nodes whose retry time has come and drives each one
+ * until it has nothing left to send right now. Every decision about what to
+ * send next comes from plan_next(); this file only carries it out and reacts
+ * to the outcome. All upload state lives in the node under the catalog lock;
+ * a worker drops the lock for every request and re-reads the node after,
+ * since writers, unlink and O_TRUNC may have changed it meanwhile.
+ *
+ * Per-file states (upload.state), and what holds in each:
+ *   QUEUED     not created on the server, or waiting for its next chunk
+ *   UPLOADING  a worker is sending it (or it waits for more data once created)
+ *   RETRYING   a transient failure; queued with not_before in the future
+ *   UPLOADED   server offset == declared length == spooled size
+ *   FAILED     permanent refusal; err = -EIO, message says why; spool kept
+ *   EMPTY      sealed at 0 bytes; never created on the server
+ * A write below sent_mark, a truncation, or a new generation (O_TRUNC) sets
+ * restart: the worker drops the old upload (DELETE unless it was complete)
+ * and starts again from the spool.
+ *
+ * Outcomes: RETRY backs off exponentially with jitter (capped at a minute,
+ * Retry-After honoured) and re-reads the offset with HEAD before sending
+ * again; CONFLICT re-reads it at once; GONE starts a new upload from the
+ * spool; FATAL fails the file for good. Other files keep moving meanwhile.
+ */
+#include "tusfs_setup.h"
+#include "tusfs/engine.h"
+#include "tusfs/log.h"
+#include "tusfs/meta.h"
+#include "tusfs/plan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define BACKOFF_CAP_S	  60
+#define RETRY_AFTER_CAP_S 3600
+/* Conflicts or vanished uploads in a row before backing off. */
+#define HOT_RETRIES 3
+
+struct worker {
+	struct engine *e;
+	pthread_t thread;
+	struct http *http;
+	struct tus_client *tus;
+	struct node *current; /* protected by catalog lock */
+};
+
+struct engine {
+	struct catalog *cat;
+	struct spool *spool;
+	char *endpoint;
+	char *language;
+	struct http_curl_config http; /* strings borrowed from the config */
+	struct tus_server server;
+	uint64_t chunk_size;
+	unsigned nworkers;
+	unsigned started;
+	struct worker *workers;
+	pthread_cond_t work_cv;	    /* workers wait here for the queue */
+	pthread_cond_t progress_cv; /* fsync waits here for confirmations */
+	struct node *qhead, *qtail; /* protected by catalog lock */
+	bool running;		    /* protected by catalog lock */
+};
+
+enum step_result {
+	STEP_CONTINUE, /* decide the next step now */
+	STEP_IDLE,     /* nothing to do until kicked */
+	STEP_LATER,    /* retry at up.not_before */
+};
+
+static pthread_mutex_t *mutex(struct engine *e)
+{
+	return catalog_mutex(e->cat);
+}
+
+static void enqueue(struct engine *e, struct node *n)
+{
+	catalog_get(n);
+	n->up.queued = true;
+	n->up.qnext = NULL;
+	if (e->qtail)
+		e->qtail->up.qnext = n;
+	else
+		e->qhead = n;
+	e->qtail = n;
+	pthread_cond_signal(&e->work_cv);
+}
+
+void engine_kick(struct engine *e, struct node *n)
+{
+	if (!e->running)
+		return;
+	if (n->unlinked)
+		n->up.not_before = (struct timespec){0};
+	if (n->up.active)
+		n->up.kicked = true;
+	else if (!n->up.queued)
+		enqueue(e, n);
+}
+
+static bool before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec ||
+	       (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/*
+ * Unlinks and returns the first node whose retry time has come. If none,
+ * *wake is the earliest retry time (or zero when the queue is empty).
+ */
+static struct node *pop_ready(struct engine *e, struct timespec *wake)
+{
+	struct node **pp = &e->qhead, *prev = NULL;
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	*wake = (struct timespec){0};
+	for (struct node *n = e->qhead; n; prev = n, n = n->up.qnext) {
+		if (!before(&now, &n->up.not_before)) {
+			*pp = n->up.qnext;
+			if (e->qtail == n)
+				e->qtail = prev;
+			n->up.queued = false;
+			return n;
+		}
+		if ((wake->tv_sec == 0 && wake->tv_nsec == 0) ||
+		    before(&n->up.not_before, wake))
+			*wake = n->up.not_before;
+		pp = &n->up.qnext;
+	}
+	return NULL;
+}
+
+static void set_message(struct node *n, const char *msg)
+{
+	free(n->up.message);
+	n->up.message = msg ? strdup(msg) : NULL;
+}
+
+static void fail_upload(struct engine *e, struct node *n, const char *msg)
+{
+	n->up.state = UPLOAD_FAILED;
+	n->up.err = -EIO;
+	set_message(n, msg);
+	log_error("'%s': upload failed: %s", n->name, msg);
+	pthread_cond_broadcast(&e->progress_cv);
+}
+
+static enum step_result schedule_retry(struct node *n,
+				       const struct tus_status *st)
+{
+	unsigned shift = n->up.attempts < 7 ? n->up.attempts : 6;
+	long ms = 1000L << shift;
+	unsigned short r = 0;
+	struct timespec *t = &n->up.not_before;
+
+	n->up.attempts++;
+	if (ms > BACKOFF_CAP_S * 1000L)
+		ms = BACKOFF_CAP_S * 1000L;
+	/* Jitter in [ms/2, ms] keeps many clients from retrying in step. */
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) < 0)
+		r = (unsigned short)n->ino;
+	ms = ms / 2 + (long)((unsigned long)ms / 2 * r / USHRT_MAX);
+	if (st->retry_after >= 0)
+		ms = (st->retry_after > RETRY_AFTER_CAP_S ? RETRY_AFTER_CAP_S
+							  : st->retry_after) *
+		     1000L;
+	clock_gettime(CLOCK_MONOTONIC, t);
+	t->tv_sec += ms / 1000;
+	t->tv_nsec += (ms % 1000) * 1000000L;
+	if (t->tv_nsec >= 1000000000L) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000L;
+	}
+	n->up.state = UPLOAD_RETRYING;
+	n->up.need_head = n->up.url != NULL;
+	set_message(n, st->message);
+	log_warn("'%s': %s; retry %u in %ld ms", n->name, st->message,
+		 n->up.attempts, ms);
+	return STEP_LATER;
+}
+
+/* Forgets the server's copy so the next step creates a new upload. */
+static void forget_upload(struct node *n)
+{
+	free(n->up.url);
+	n->up.url = NULL;
+	n->up.offset = 0;
+	n->up.sent_mark = 0;
+	n->up.declared_length = TUS_LENGTH_UNKNOWN;
+	n->up.need_head = false;
+}
+
+static bool upload_complete(const struct node *n)
+{
+	return n->up.url && n->up.declared_length != TUS_LENGTH_UNKNOWN &&
+	       n->up.offset == (uint64_t)n->up.declared_length;
+}
+
+/*
+ * Terminates n's unfinished upload on the server, lock dropped around the
+ * DELETE. A completed upload is left alone: its task belongs to the user.
+ */
+static enum step_result drop_remote(struct worker *w, struct node *n)
+{
+	struct engine *e = w->e;
+	struct tus_status st;
+	enum tus_outcome o;
+	char *url;
+
+	if (!n->up.url || upload_complete(n) ||
+	    !(e->server.extensions & TUS_EXT_TERMINATION)) {
+		forget_upload(n);
+		return STEP_CONTINUE;
+	}
+	url = strdup(n->up.url);
+	if (!url)
+		return STEP_IDLE;
+	pthread_mutex_unlock(mutex(e));
+	o = tus_terminate(w->tus, url, &st);
+	pthread_mutex_lock(mutex(e));
+	if (o == TUS_RETRY && n->up.attempts < HOT_RETRIES + 2)
+		return schedule_retry(n, &st);
+	if (o == TUS_OK)
+		log_info("'%s': terminated %s", n->name, url);
+	else
+		log_warn("'%s': could not terminate %s: %s", n->name, url,
+			 st.message);
+	free(url);
+	forget_upload(n);
+	return STEP_CONTINUE;
+}
+
+static enum step_result restart(struct worker *w, struct node *n)
+{
+	enum step_result r = drop_remote(w, n);
+
+	if (r != STEP_CONTINUE)
+		return r;
+	if (!n->up.restart)
+		return STEP_CONTINUE;
+	log_info("'%s': content changed under the upload; starting over",
+		 n->name);
+	n->up.restart = false;
+	n->up.attempts = 0;
+	n->up.state = UPLOAD_QUEUED;
+	return STEP_CONTINUE;
+}
+
+/* Re-reads the server's offset (and length) with HEAD. */
+static enum step_result resync(struct worker *w, struct node *n)
+{
+	struct engine *e = w->e;
+	struct tus_status st;
+	enum tus_outcome o;
+	uint64_t offset;
+	int64_t length;
+	char *url = strdup(n->up.url);
+
+	if (!url)
+		return STEP_IDLE;
+	pthread_mutex_unlock(mutex(e));
+	o = tus_head(w->tus, url, &offset, &length, &st);
+	pthread_mutex_lock(mutex(e));
+	free(url);
+	switch (o) {
+	case TUS_OK:
+		n->up.offset = offset;
+		n->up.declared_length = length;
+		n->up.need_head = false;
+		log_debug("'%s': server offset is %llu", n->name,
+			  (unsigned long long)offset);
+		return STEP_CONTINUE;
+	case TUS_GONE:
+		log_warn("'%s': %s; uploading again from the spool", n->name,
+			 st.message);
+		forget_upload(n);
+		return STEP_CONTINUE;
+	case TUS_FATAL:
+		fail_upload(e, n, st.message);
+		return STEP_IDLE;
+	case TUS_CANCELED:
+		return STEP_CONTINUE;
+	default:
+		return schedule_retry(n, &st);
+	}
+}
+
+static char *build_metadata(const struct engine *e, const struct node *n)
+{
+	struct tus_meta_pair pairs[5];
+	const char *type = meta_mime_type(n->name);
+	char rel[4096];
+	size_t k = 0;
+	int len;
+
+	pairs[k++] =
+	    (struct tus_meta_pair){"filename", n->name, strlen(n->name)};
+	pairs[k++] = (struct tus_meta_pair){"filetype", type, strlen(type)};
+	pairs[k++] = (struct tus_meta_pair){"taskId", n->up.task_id,
+					    strlen(n->up.task_id)};
+	if (e->language)
+		pairs[k++] = (struct tus_meta_pair){"language", e->language,
+						    strlen(e->language)};
+	len = catalog_relpath(n, rel, sizeof(rel));
+	if (n->parent && n->parent->parent && len > 0)
+		pairs[k++] =
+		    (struct tus_meta_pair){"relativePath", rel, (size_t)len};
+	return tus_metadata_encode(pairs, k);
+}
+
+/* Carries out a CREATE or PATCH step, lock dropped around the request. */
+static enum step_result send_step(struct worker *w, struct node *n,
+				  const struct plan_step *step)
+{
+	struct engine *e = w->e;
+	bool create = step->action == PLAN_CREATE;
+	char *url = create ? NULL : strdup(n->up.url);
+	char *meta = create ? build_metadata(e, n) : NULL;
+	struct http_fd_source src = {.base = step->offset};
+	struct http_body body = {
+	    .read = http_fd_read, .arg = &src, .length = step->body_len};
+	struct tus_status st = {.retry_after = -1};
+	enum tus_outcome o;
+	uint64_t offset = 0;
+	char *new_url = NULL;
+
+	if ((create && !meta) || (!create && !url)) {
+		free(url);
+		free(meta);
+		st.err = -ENOMEM;
+		strcpy(st.message, "out of memory");
+		return schedule_retry(n, &st);
+	}
+	if (n->up.sent_mark < step->offset + step->body_len)
+		n->up.sent_mark = step->offset + step->body_len;
+	n->up.state = UPLOAD_UPLOADING;
+	pthread_mutex_unlock(mutex(e));
+
+	src.fd = spool_open(e->spool, n->ino, O_RDONLY);
+	if (src.fd < 0) {
+		o = TUS_FATAL;
+		snprintf(st.message, sizeof(st.message),
+			 "cannot open spool file: %s", strerror(-src.fd));
+	} else if (create) {
+		struct tus_create_req req = {
+		    .length = step->length,
+		    .metadata = meta,
+		    .body = step->body_len ? &body : NULL,
+		    .cancel = &n->up.cancel,
+		};
+		o = tus_create(w->tus, &req, &new_url, &offset, &st);
+	} else {
+		struct tus_patch_req req = {
+		    .url = url,
+		    .offset = step->offset,
+		    .body = &body,
+		    .length = step->length,
+		    .cancel = &n->up.cancel,
+		};
+		o = tus_patch(w->tus, &req, &offset, &st);
+	}
+	if (src.fd >= 0)
+		close(src.fd);
+	free(meta);
+
+	pthread_mutex_lock(mutex(e));
+	switch (o) {
+	case TUS_OK:
+		if (create) {
+			n->up.url = new_url;
+			log_debug("'%s': created %s", n->name, new_url);
+		}
+		n->up.offset = offset;
+		if (step->length != TUS_LENGTH_UNKNOWN)
+			n->up.declared_length = step->length;
+		n->up.attempts = 0;
+		set_message(n, NULL);
+		pthread_cond_broadcast(&e->progress_cv);
+		break;
+	case TUS_CONFLICT:
+	case TUS_GONE:
+		log_warn("'%s': %s", n->name, st.message);
+		if (++n->up.attempts > HOT_RETRIES) {
+			free(url);
+			return schedule_retry(n, &st);
+		}
+		if (o == TUS_GONE)
+			forget_upload(n);
+		else
+			n->up.need_head = true;
+		break;
+	case TUS_RETRY:
+		free(url);
+		return schedule_retry(n, &st);
+	case TUS_FATAL:
+		fail_upload(e, n, st.message);
+		free(url);
+		return STEP_IDLE;
+	case TUS_CANCELED:
+		break;
+	}
+	free(url);
+	return STEP_CONTINUE;
+}
+
+static void finish(struct engine *e, struct node *n)
+{
+	if (n->up.url) {
+		if (n->up.state != UPLOAD_UPLOADED)
+			log_info("'%s': uploaded %llu bytes to %s", n->name,
+				 (unsigned long long)n->size, n->up.url);
+		n->up.state = UPLOAD_UPLOADED;
+	} else {
+		n->up.state = UPLOAD_EMPTY;
+	}
+	pthread_cond_broadcast(&e->progress_cv);
+}
+
+/* Drives n until it has nothing to send right now. Lock held. */
+static enum step_result process(struct worker *w, struct node *n)
+{
+	struct engine *e = w->e;
+	enum step_result r = STEP_CONTINUE;
+
+	while (r == STEP_CONTINUE && e->running) {
+		struct plan_input in;
+		struct plan_step step;
+
+		if (n->unlinked) {
+			r = drop_remote(w, n);
+			return r == STEP_LATER ? r : STEP_IDLE;
+		}
+		if (n->up.restart) {
+			r = restart(w, n);
+			continue;
+		}
+		if (n->up.state == UPLOAD_FAILED)
+			return STEP_IDLE;
+		if (n->up.need_head && n->up.url) {
+			r = resync(w, n);
+			continue;
+		}
+		in = (struct plan_input){
+		    .created = n->up.url != NULL,
+		    .sealed = n->writers == 0,
+		    .declared_length = n->up.declared_length,
+		    .size = n->size,
+		    .offset = n->up.offset,
+		    .sync_target = n->up.sync_target,
+		    .chunk_size = e->chunk_size,
+		    .extensions = e->server.extensions,
+		};
+		step = plan_next(&in);
+		switch (step.action) {
+		case PLAN_WAIT:
+			n->up.state =
+			    n->up.url ? UPLOAD_UPLOADING : UPLOAD_QUEUED;
+			return STEP_IDLE;
+		case PLAN_DONE:
+			finish(e, n);
+			return STEP_IDLE;
+		case PLAN_RESTART:
+			n->up.restart = true;
+			break;
+		case PLAN_CREATE:
+		case PLAN_PATCH:
+			r = send_step(w, n, &step);
+			break;
+		}
+	}
+	return r;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct engine *e = w->e;
+	struct timespec wake;
+
+	pthread_mutex_lock(mutex(e));
+	while (e->running) {
+		struct node *n = pop_ready(e, &wake);
+		enum step_result r = STEP_IDLE;
+
+		if (!n) {
+			if (wake.tv_sec == 0 && wake.tv_nsec == 0)
+				pthread_cond_wait(&e->work_cv, mutex(e));
+			else
+				pthread_cond_timedwait(&e->work_cv, mutex(e),
+						       &wake);
+			continue;
+		}
+		n->up.active = true;
+		w->current = n;
+		do {
+			n->up.kicked = false;
+			r = process(w, n);
+		} while (r == STEP_IDLE && n->up.kicked && e->running);
+		n->up.active = false;
+		w->current = NULL;
+		if (r == STEP_LATER && e->running)
+			enqueue(e, n);
+		catalog_put(e->cat, n);
+	}
+	pthread_mutex_unlock(mutex(e));
+	return NULL;
+}
+
+int engine_new_upload(struct node *n)
+{
+	int rc = meta_uuid4(n->up.task_id);
+
+	if (rc < 0)
+		return rc;
+	if (n->up.url || n->up.active)
+		n->up.restart = true;
+	n->up.state = UPLOAD_QUEUED;
+	n->up.err = 0;
+	n->up.sync_target = 0;
+	n->up.attempts = 0;
+	n->up.not_before = (struct timespec){0};
+	set_message(n, NULL);
+	return 0;
+}
+
+bool engine_can_sync_open(const struct engine *e)
+{
+	return e->server.extensions & TUS_EXT_CREATION_DEFER_LENGTH;
+}
+
+int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target)
+{
+	if (target == 0)
+		return 0;
+	if (n->up.sync_target < target)
+		n->up.sync_target = target;
+	engine_kick(e, n);
+	while (e->running && !n->unlinked && n->up.state != UPLOAD_FAILED &&
+	       (n->up.restart || !n->up.url || n->up.offset < target))
+		pthread_cond_wait(&e->progress_cv, mutex(e));
+	if (n->up.state == UPLOAD_FAILED || (!e->running && !n->unlinked))
+		return -EIO;
+	return 0;
+}
+
+static char *dup_or_null(const char *s, bool *failed)
+{
+	char *d = s ? strdup(s) : NULL;
+
+	if (s && !d)
+		*failed = true;
+	return d;
+}
+
+struct engine *engine_create(const struct engine_config *cfg,
+			     struct catalog *cat, struct spool *spool, int *err)
+{
+	struct engine *e = calloc(1, sizeof(*e));
+	pthread_condattr_t attr;
+	bool failed = false;
+
+	if (!e) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->work_cv, &attr);
+	pthread_condattr_destroy(&attr);
+	pthread_cond_init(&e->progress_cv, NULL);
+	e->cat = cat;
+	e->spool = spool;
+	e->server = cfg->server;
+	e->chunk_size = cfg->chunk_size;
+	e->nworkers = cfg->workers;
+	e->http = cfg->http;
+	e->endpoint = dup_or_null(cfg->endpoint, &failed);
+	e->language = dup_or_null(cfg->language, &failed);
+	e->workers = calloc(cfg->workers, sizeof(*e->workers));
+	if (failed || !e->workers) {
+		engine_free(e);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	return e;
+}
+
+int engine_start(struct engine *e)
+{
+	int rc = 0;
+
+	e->running = true;
+	for (unsigned i = 0; i < e->nworkers; i++) {
+		struct worker *w = &e->workers[i];
+
+		w->e = e;
+		w->http = http_curl_create(&e->http);
+		w->tus = w->http ? tus_client_create(w->http, e->endpoint, &rc)
+				 : NULL;
+		if (!w->tus) {
+			rc = -ENOMEM;
+			break;
+		}
+		rc = -pthread_create(&w->thread, NULL, worker_main, w);
+		if (rc < 0)
+			break;
+		e->started++;
+	}
+	if (rc < 0)
+		engine_stop(e);
+	return rc;
+}
+
+void engine_stop(struct engine *e)
+{
+	pthread_mutex_lock(mutex(e));
+	e->running = false;
+	for (unsigned i = 0; i < e->started; i++)
+		if (e->workers[i].current)
+			atomic_store(&e->workers[i].current->up.cancel, 1);
+	pthread_cond_broadcast(&e->work_cv);
+	pthread_cond_broadcast(&e->progress_cv);
+	pthread_mutex_unlock(mutex(e));
+	for (unsigned i = 0; i < e->started; i++)
+		pthread_join(e->workers[i].thread, NULL);
+	e->started = 0;
+}
+
+void engine_free(struct engine *e)
+{
+	if (!e)
+		return;
+	pthread_mutex_lock(mutex(e));
+	while (e->qhead) {
+		struct node *n = e->qhead;
+
+		e->qhead = n->up.qnext;
+		n->up.queued = false;
+		catalog_put(e->cat, n);
+	}
+	e->qtail = NULL;
+	pthread_mutex_unlock(mutex(e));
+	for (unsigned i = 0; e->workers && i < e->nworkers; i++) {
+		tus_client_free(e->workers[i].tus);
+		http_free(e->workers[i].http);
+	}
+	free(e->workers);
+	free(e->endpoint);
+	free(e->language);
+	pthread_cond_destroy(&e->work_cv);
+	pthread_cond_destroy(&e->progress_cv);
+	free(e);
+}

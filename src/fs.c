@@ -1,0 +1,576 @@
+/*
+ * FUSE operations (libfuse high-level API). Each callback resolves its path
+ * or handle to a node under the catalog lock, does local work only (spool
+ * I/O happens outside the lock), tells the engine what changed, and returns
+ * a negative errno. The one callback that waits on the network is fsync, by
+ * contract. See docs/ARCHITECTURE.md for why the path-based API.
+ */
+#include "tusfs_setup.h"
+#include "tusfs/fs.h"
+#include "tusfs/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* An open file: the node it pins and its own spool descriptor. */
+struct handle {
+	struct node *n;
+	int fd;
+	bool writable;
+};
+
+static struct tusfs *fs(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+static struct handle *handle_of(const struct fuse_file_info *fi)
+{
+	return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static void *tfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	/* Inode numbers are ours (and will be stable across mounts). */
+	cfg->use_ino = 1;
+	/* Unlinked-but-open files are ours to keep; no .fuse_hidden files. */
+	cfg->hard_remove = 1;
+	cfg->nullpath_ok = 1;
+	conn->max_write = FS_MAX_WRITE;
+	return fs();
+}
+
+static void fill_stat(const struct node *n, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = n->ino;
+	st->st_mode = n->mode;
+	st->st_nlink = S_ISDIR(n->mode) ? 2 : 1;
+	st->st_uid = n->uid;
+	st->st_gid = n->gid;
+	st->st_size = S_ISREG(n->mode) ? (off_t)n->size : 4096;
+	st->st_blocks = (st->st_size + 511) / 512;
+	st->st_blksize = FS_MAX_WRITE;
+	st->st_atim = n->atime;
+	st->st_mtim = n->mtime;
+	st->st_ctim = n->ctime;
+}
+
+/* Finds the node of an open handle or of a path. Lock held. */
+static int resolve(struct tusfs *t, const char *path,
+		   const struct fuse_file_info *fi, struct node **n)
+{
+	if (fi && fi->fh) {
+		*n = handle_of(fi)->n;
+		return 0;
+	}
+	if (!path)
+		return -ENOENT;
+	return catalog_lookup(t->cat, path, n);
+}
+
+static int tfs_getattr(const char *path, struct stat *st,
+		       struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = resolve(t, path, fi, &n);
+	if (rc == 0)
+		fill_stat(n, st);
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	struct node *dir;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = catalog_lookup(t->cat, path, &dir);
+	if (rc == 0 && !S_ISDIR(dir->mode))
+		rc = -ENOTDIR;
+	if (rc == 0) {
+		/* Pinned, so a handle outlives a rename or rmdir of its path.
+		 */
+		catalog_get(dir);
+		fi->fh = (uintptr_t)dir;
+	}
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
+		       off_t off, struct fuse_file_info *fi,
+		       enum fuse_readdir_flags flags)
+{
+	struct tusfs *t = fs();
+	const struct node *dir = (const struct node *)(uintptr_t)fi->fh;
+	struct stat st;
+
+	(void)path;
+	(void)off;
+	(void)flags;
+	catalog_lock(t->cat);
+	fill_stat(dir, &st);
+	filler(buf, ".", &st, 0, 0);
+	filler(buf, "..", NULL, 0, 0);
+	for (const struct node *c = dir->children; c; c = c->next) {
+		fill_stat(c, &st);
+		if (filler(buf, c->name, &st, 0, 0))
+			break;
+	}
+	catalog_unlock(t->cat);
+	return 0;
+}
+
+static int tfs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+
+	(void)path;
+	catalog_lock(t->cat);
+	catalog_put(t->cat, (struct node *)(uintptr_t)fi->fh);
+	catalog_unlock(t->cat);
+	return 0;
+}
+
+static int tfs_mkdir(const char *path, mode_t mode)
+{
+	struct tusfs *t = fs();
+	const struct fuse_context *ctx = fuse_get_context();
+	struct node *parent, *n;
+	const char *name;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = catalog_lookup_parent(t->cat, path, &parent, &name);
+	if (rc == 0)
+		rc = catalog_add(t->cat, parent, name, S_IFDIR | (mode & 07777),
+				 ctx->uid, ctx->gid, &n);
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_rmdir(const char *path)
+{
+	struct tusfs *t = fs();
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = catalog_lookup(t->cat, path, &n);
+	if (rc == 0 && !S_ISDIR(n->mode))
+		rc = -ENOTDIR;
+	else if (rc == 0 && n == catalog_root(t->cat))
+		rc = -EBUSY;
+	else if (rc == 0 && n->children)
+		rc = -ENOTEMPTY;
+	if (rc == 0)
+		catalog_unlink(t->cat, n);
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_unlink(const char *path)
+{
+	struct tusfs *t = fs();
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = catalog_lookup(t->cat, path, &n);
+	if (rc == 0 && S_ISDIR(n->mode))
+		rc = -EISDIR;
+	if (rc == 0) {
+		/* Stop the bytes on the wire; the engine terminates the upload.
+		 */
+		atomic_store(&n->up.cancel, 1);
+		catalog_unlink(t->cat, n);
+		if (n->refs > 0)
+			engine_kick(t->engine, n);
+	}
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_rename(const char *from, const char *to, unsigned int flags)
+{
+	struct tusfs *t = fs();
+	struct node *n, *dir, *victim;
+	const char *name;
+	int rc;
+
+	if (flags & ~RENAME_NOREPLACE)
+		return -EINVAL;
+	catalog_lock(t->cat);
+	rc = catalog_lookup(t->cat, from, &n);
+	if (rc == 0)
+		rc = catalog_lookup_parent(t->cat, to, &dir, &name);
+	if (rc < 0)
+		goto out;
+	for (struct node *p = dir; p; p = p->parent)
+		if (p == n) {
+			rc = -EINVAL; /* into its own subtree */
+			goto out;
+		}
+	victim = catalog_child(dir, name);
+	if (victim && victim != n) {
+		if (flags & RENAME_NOREPLACE)
+			rc = -EEXIST;
+		else if (S_ISDIR(victim->mode) && !S_ISDIR(n->mode))
+			rc = -EISDIR;
+		else if (!S_ISDIR(victim->mode) && S_ISDIR(n->mode))
+			rc = -ENOTDIR;
+		else if (S_ISDIR(victim->mode) && victim->children)
+			rc = -ENOTEMPTY;
+		if (rc < 0)
+			goto out;
+		if (S_ISREG(victim->mode)) {
+			atomic_store(&victim->up.cancel, 1);
+			engine_kick(t->engine, victim);
+		}
+	}
+	rc = catalog_rename(t->cat, n, dir, name);
+out:
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+/* Opens a spool descriptor and wraps it in a handle pinning n. Lock held. */
+static int make_handle(struct tusfs *t, struct node *n, int flags,
+		       struct fuse_file_info *fi)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return -ENOMEM;
+	h->fd = spool_open(t->spool, n->ino, O_RDWR | flags);
+	if (h->fd < 0) {
+		int rc = h->fd;
+
+		log_error("'%s': cannot open spool file: %s", n->name,
+			  strerror(-rc));
+		free(h);
+		return rc;
+	}
+	h->n = n;
+	h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+	catalog_get(n);
+	n->opens++;
+	if (h->writable)
+		n->writers++;
+	fi->fh = (uintptr_t)h;
+	return 0;
+}
+
+static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	const struct fuse_context *ctx = fuse_get_context();
+	struct node *parent, *n = NULL;
+	const char *name;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = catalog_lookup_parent(t->cat, path, &parent, &name);
+	if (rc == 0)
+		rc = catalog_add(t->cat, parent, name, S_IFREG | (mode & 07777),
+				 ctx->uid, ctx->gid, &n);
+	if (rc == 0)
+		rc = engine_new_upload(n);
+	if (rc == 0)
+		rc = make_handle(t, n, O_CREAT | O_TRUNC, fi);
+	if (rc < 0 && n)
+		catalog_unlink(t->cat, n);
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+/* Empties n for a new upload generation (O_TRUNC, truncate to 0). */
+static int reset_file(struct node *n, int fd)
+{
+	if (ftruncate(fd, 0) < 0)
+		return -errno;
+	n->size = 0;
+	catalog_touch(n);
+	return engine_new_upload(n);
+}
+
+static int tfs_open(const char *path, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = catalog_lookup(t->cat, path, &n);
+	if (rc == 0 && S_ISDIR(n->mode))
+		rc = -EISDIR;
+	/* A finished upload is immutable; only replacing it is allowed. */
+	if (rc == 0 && writable && !(fi->flags & O_TRUNC) &&
+	    n->up.state == UPLOAD_UPLOADED)
+		rc = -EPERM;
+	if (rc == 0)
+		rc = make_handle(t, n, 0, fi);
+	if (rc == 0 && writable && (fi->flags & O_TRUNC)) {
+		rc = reset_file(n, handle_of(fi)->fd);
+		if (rc < 0)
+			log_error("'%s': cannot truncate: %s", n->name,
+				  strerror(-rc));
+	}
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_read(const char *path, char *buf, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	ssize_t r;
+
+	(void)path;
+	do {
+		r = pread(handle_of(fi)->fd, buf, size, off);
+	} while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : (int)r;
+}
+
+static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	struct handle *h = handle_of(fi);
+	struct node *n = h->n;
+	uint64_t end = (uint64_t)off + size;
+	int rc;
+
+	(void)path;
+	if (t->server.max_size && end > t->server.max_size)
+		return -EFBIG;
+	rc = spool_pwrite(h->fd, buf, size, off);
+	if (rc < 0)
+		return rc;
+
+	catalog_lock(t->cat);
+	if (end > n->size) {
+		bool crossed = end / t->chunk_size > n->size / t->chunk_size;
+
+		n->size = end;
+		if (crossed)
+			engine_kick(t->engine, n);
+	}
+	if ((uint64_t)off < n->up.sent_mark) {
+		n->up.restart = true;
+		engine_kick(t->engine, n);
+	}
+	clock_gettime(CLOCK_REALTIME, &n->mtime);
+	n->ctime = n->mtime;
+	catalog_unlock(t->cat);
+	return (int)size;
+}
+
+static int tfs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	int rc;
+
+	(void)path;
+	catalog_lock(t->cat);
+	rc = handle_of(fi)->n->up.err;
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	struct handle *h = handle_of(fi);
+	struct node *n = h->n;
+
+	(void)path;
+	close(h->fd);
+	catalog_lock(t->cat);
+	n->opens--;
+	/* The last writer's close seals the size: the rest can go. */
+	if (h->writable && --n->writers == 0)
+		engine_kick(t->engine, n);
+	catalog_put(t->cat, n);
+	catalog_unlock(t->cat);
+	free(h);
+	return 0;
+}
+
+static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	struct handle *h = handle_of(fi);
+	struct node *n = h->n;
+	int rc;
+
+	(void)path;
+	if ((datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
+		return -errno;
+	if (t->fsync_local)
+		return 0;
+	catalog_lock(t->cat);
+	/* Without deferred length an open file cannot be confirmed yet. */
+	if (n->writers > 0 && !engine_can_sync_open(t->engine))
+		rc = 0;
+	else
+		rc = engine_wait_confirmed(t->engine, n, n->size);
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	struct node *n;
+	int fd = -1, rc;
+
+	catalog_lock(t->cat);
+	rc = resolve(t, path, fi, &n);
+	if (rc == 0 && S_ISDIR(n->mode))
+		rc = -EISDIR;
+	if (rc < 0)
+		goto out;
+	if (n->up.state == UPLOAD_UPLOADED && (uint64_t)size != n->size) {
+		if (size != 0) {
+			rc = -EPERM;
+			goto out;
+		}
+		fd = spool_open(t->spool, n->ino, O_RDWR);
+		rc = fd < 0 ? fd : reset_file(n, fd);
+		goto out;
+	}
+	fd = spool_open(t->spool, n->ino, O_RDWR);
+	if (fd < 0 || ftruncate(fd, size) < 0) {
+		rc = fd < 0 ? fd : -errno;
+		goto out;
+	}
+	if ((uint64_t)size < n->up.sent_mark)
+		n->up.restart = true;
+	n->size = (uint64_t)size;
+	clock_gettime(CLOCK_REALTIME, &n->mtime);
+	n->ctime = n->mtime;
+	engine_kick(t->engine, n);
+out:
+	if (fd >= 0)
+		close(fd);
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = resolve(t, path, fi, &n);
+	if (rc == 0) {
+		n->mode = (n->mode & S_IFMT) | (mode & 07777);
+		clock_gettime(CLOCK_REALTIME, &n->ctime);
+	}
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_chown(const char *path, uid_t uid, gid_t gid,
+		     struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	const struct fuse_context *ctx = fuse_get_context();
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = resolve(t, path, fi, &n);
+	/* As on any filesystem, only root gives a file away. */
+	if (rc == 0 && ctx->uid != 0 &&
+	    ((uid != (uid_t)-1 && uid != n->uid) || ctx->uid != n->uid))
+		rc = -EPERM;
+	if (rc == 0) {
+		if (uid != (uid_t)-1)
+			n->uid = uid;
+		if (gid != (gid_t)-1)
+			n->gid = gid;
+		clock_gettime(CLOCK_REALTIME, &n->ctime);
+	}
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static void set_time(struct timespec *dst, const struct timespec *src)
+{
+	if (src->tv_nsec == UTIME_OMIT)
+		return;
+	if (src->tv_nsec == UTIME_NOW)
+		clock_gettime(CLOCK_REALTIME, dst);
+	else
+		*dst = *src;
+}
+
+static int tfs_utimens(const char *path, const struct timespec tv[2],
+		       struct fuse_file_info *fi)
+{
+	struct tusfs *t = fs();
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = resolve(t, path, fi, &n);
+	if (rc == 0) {
+		set_time(&n->atime, &tv[0]);
+		set_time(&n->mtime, &tv[1]);
+		clock_gettime(CLOCK_REALTIME, &n->ctime);
+	}
+	catalog_unlock(t->cat);
+	return rc;
+}
+
+static int tfs_statfs(const char *path, struct statvfs *st)
+{
+	(void)path;
+	return spool_statfs(fs()->spool, st);
+}
+
+static const struct fuse_operations ops = {
+    .init = tfs_init,
+    .getattr = tfs_getattr,
+    .opendir = tfs_opendir,
+    .readdir = tfs_readdir,
+    .releasedir = tfs_releasedir,
+    .mkdir = tfs_mkdir,
+    .rmdir = tfs_rmdir,
+    .unlink = tfs_unlink,
+    .rename = tfs_rename,
+    .create = tfs_create,
+    .open = tfs_open,
+    .read = tfs_read,
+    .write = tfs_write,
+    .flush = tfs_flush,
+    .release = tfs_release,
+    .fsync = tfs_fsync,
+    .truncate = tfs_truncate,
+    .chmod = tfs_chmod,
+    .chown = tfs_chown,
+    .utimens = tfs_utimens,
+    .statfs = tfs_statfs,
+};
+
+const struct fuse_operations *fs_operations(void)
+{
+	return &ops;
+}

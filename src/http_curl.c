@@ -1,0 +1,427 @@
+/*
+ * The libcurl transport: one easy handle per transport, reset before every
+ * request so no option leaks from one request into the next, while libcurl
+ * keeps its connection cache (connections are reused across requests and
+ * files). Request bodies are pulled through the read callback straight from
+ * their source, so memory stays at one upload buffer whatever the body size.
+ *
+ * The bearer token is attached here and only to the configured origin: the
+ * TUS client never sees it, and a Location pointing elsewhere gets none.
+ * Redirects are never followed.
+ */
+#include "tusfs_setup.h"
+#include "tusfs/http.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Bytes libcurl asks the read callback for at once. */
+#define UPLOAD_BUFFER_SIZE (512 * 1024)
+/* Bodies from this size on ask for 100-continue, so a refusal costs no body. */
+#define EXPECT_THRESHOLD (1024 * 1024)
+
+struct http_curl {
+	struct http base;
+	CURL *easy;
+	char *token_header;
+	char *auth_origin;
+	char *cafile;
+	bool insecure;
+	long connect_timeout_s;
+	long stall_timeout_s;
+};
+
+/* State of one transfer, shared with libcurl's callbacks. */
+struct xfer {
+	const struct http_request *req;
+	struct http_response *resp;
+	uint64_t sent;
+	int read_err;
+	bool headers_too_big;
+};
+
+void http_response_clear(struct http_response *resp)
+{
+	free(resp->headers);
+	free(resp->body);
+	memset(resp, 0, sizeof(*resp));
+}
+
+int http_response_header(const struct http_response *resp, const char *name,
+			 char *out, size_t outsz)
+{
+	size_t nlen = strlen(name);
+	const char *p = resp->headers;
+
+	while (p && *p) {
+		const char *eol = strchr(p, '\n');
+		const char *end = eol ? eol : p + strlen(p);
+
+		if ((size_t)(end - p) > nlen && p[nlen] == ':' &&
+		    strncasecmp(p, name, nlen) == 0) {
+			const char *v = p + nlen + 1;
+			size_t len;
+
+			while (v < end && (*v == ' ' || *v == '\t'))
+				v++;
+			while (end > v && isspace((unsigned char)end[-1]))
+				end--;
+			len = (size_t)(end - v);
+			if (len + 1 > outsz)
+				return -E2BIG;
+			memcpy(out, v, len);
+			out[len] = '\0';
+			return (int)len;
+		}
+		p = eol ? eol + 1 : end;
+	}
+	return -ENOENT;
+}
+
+ssize_t http_fd_read(void *arg, char *buf, size_t n, uint64_t off)
+{
+	const struct http_fd_source *src = arg;
+	ssize_t r;
+
+	do {
+		r = pread(src->fd, buf, n, (off_t)(src->base + off));
+	} while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
+int http_url_origin(const char *url, char *out, size_t outsz)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL;
+	int rc = -EINVAL;
+	int n;
+
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
+		CURLUE_OK)
+		goto out;
+	for (char *c = host; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	n = snprintf(out, outsz, "%s://%s:%s", scheme, host, port);
+	rc = (n < 0 || (size_t)n >= outsz) ? -E2BIG : 0;
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+/* Appends len bytes to a NUL-terminated buffer capped at max. */
+static int append(char **buf, size_t *len, const char *data, size_t n,
+		  size_t max)
+{
+	char *p;
+
+	if (*len + n > max)
+		return -E2BIG;
+	p = realloc(*buf, *len + n + 1);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p + *len, data, n);
+	*len += n;
+	p[*len] = '\0';
+	*buf = p;
+	return 0;
+}
+
+static size_t on_header(char *data, size_t size, size_t nitems, void *arg)
+{
+	struct xfer *x = arg;
+	struct http_response *resp = x->resp;
+	size_t n = size * nitems;
+
+	/* A new status line (after 100 Continue) starts a new header block. */
+	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+		resp->headers_len = 0;
+	if (append(&resp->headers, &resp->headers_len, data, n,
+		   HTTP_MAX_HEADERS) < 0) {
+		x->headers_too_big = true;
+		return 0;
+	}
+	return n;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct xfer *x = arg;
+	struct http_response *resp = x->resp;
+	size_t n = size * nmemb;
+	size_t room = HTTP_MAX_BODY - resp->body_len;
+
+	/* Past the cap the rest is read and dropped, not treated as an error.
+	 */
+	if (room > 0 && append(&resp->body, &resp->body_len, data,
+			       n < room ? n : room, HTTP_MAX_BODY) < 0)
+		return 0;
+	return n;
+}
+
+static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct xfer *x = arg;
+	const struct http_body *body = x->req->body;
+	uint64_t left = body->length - x->sent;
+	size_t want = size * nitems;
+	ssize_t r;
+
+	if (left == 0)
+		return 0;
+	if (want > left)
+		want = (size_t)left;
+	r = body->read(body->arg, buf, want, x->sent);
+	if (r <= 0) {
+		/* A source shorter than it promised is an error, not an EOF. */
+		x->read_err = r < 0 ? (int)r : -EIO;
+		return CURL_READFUNC_ABORT;
+	}
+	x->sent += (uint64_t)r;
+	return (size_t)r;
+}
+
+static int on_seek(void *arg, curl_off_t offset, int origin)
+{
+	struct xfer *x = arg;
+
+	if (origin != SEEK_SET || offset < 0 ||
+	    (uint64_t)offset > x->req->body->length)
+		return CURL_SEEKFUNC_CANTSEEK;
+	x->sent = (uint64_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+		       curl_off_t ultotal, curl_off_t ulnow)
+{
+	const struct xfer *x = arg;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return x->req->cancel && atomic_load(x->req->cancel) ? 1 : 0;
+}
+
+static int map_curl_error(CURLcode code, const struct xfer *x)
+{
+	switch (code) {
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return -EHOSTUNREACH;
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		return -ECONNRESET;
+	case CURLE_ABORTED_BY_CALLBACK:
+		return -ECANCELED;
+	case CURLE_WRITE_ERROR:
+		return x->headers_too_big ? -E2BIG : -ENOMEM;
+	case CURLE_READ_ERROR:
+		return x->read_err ? x->read_err : -EIO;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+		return -EKEYREJECTED;
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+		return -EPROTO;
+	default:
+		return -EIO;
+	}
+}
+
+/* Whether url's origin is the one the token belongs to. */
+static bool wants_token(const struct http_curl *hc, const char *url)
+{
+	char origin[512];
+
+	return hc->token_header &&
+	       http_url_origin(url, origin, sizeof(origin)) == 0 &&
+	       strcmp(origin, hc->auth_origin) == 0;
+}
+
+static struct curl_slist *build_headers(const struct http_curl *hc,
+					const struct http_request *req,
+					bool has_body, uint64_t body_len)
+{
+	struct curl_slist *list = NULL, *tmp;
+	const char *expect = (has_body && body_len >= EXPECT_THRESHOLD)
+				 ? "Expect: 100-continue"
+				 : "Expect:";
+
+	for (const char *const *h = req->headers; h && *h; h++) {
+		tmp = curl_slist_append(list, *h);
+		if (!tmp)
+			goto fail;
+		list = tmp;
+	}
+	tmp = curl_slist_append(list, expect);
+	if (!tmp)
+		goto fail;
+	list = tmp;
+	if (wants_token(hc, req->url)) {
+		tmp = curl_slist_append(list, hc->token_header);
+		if (!tmp)
+			goto fail;
+		list = tmp;
+	}
+	return list;
+fail:
+	curl_slist_free_all(list);
+	return NULL;
+}
+
+static void set_body(CURL *easy, const struct http_request *req, struct xfer *x)
+{
+	uint64_t len = req->body ? req->body->length : 0;
+
+	curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
+	curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+	curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE,
+			 (long)UPLOAD_BUFFER_SIZE);
+	if (req->body) {
+		curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(easy, CURLOPT_READDATA, x);
+		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(easy, CURLOPT_SEEKDATA, x);
+	}
+}
+
+static int curl_perform(struct http *h, const struct http_request *req,
+			struct http_response *resp)
+{
+	struct http_curl *hc = (struct http_curl *)h;
+	CURL *easy = hc->easy;
+	struct xfer x = {.req = req, .resp = resp};
+	char errbuf[CURL_ERROR_SIZE] = "";
+	bool is_head = strcmp(req->method, "HEAD") == 0;
+	/* POST and PATCH always carry a Content-Length, if only of 0. */
+	bool has_body = req->body || strcmp(req->method, "POST") == 0 ||
+			strcmp(req->method, "PATCH") == 0;
+	struct curl_slist *headers;
+	CURLcode code;
+	int rc = 0;
+
+	memset(resp, 0, sizeof(*resp));
+	headers =
+	    build_headers(hc, req, has_body, req->body ? req->body->length : 0);
+	if (!headers)
+		return -ENOMEM;
+
+	curl_easy_reset(easy);
+	curl_easy_setopt(easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, hc->connect_timeout_s);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, hc->stall_timeout_s);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &x);
+	curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &x);
+	if (hc->cafile)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, hc->cafile);
+	if (hc->insecure) {
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (is_head)
+		curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+	else if (has_body)
+		set_body(easy, req, &x);
+	if (!is_head)
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+
+	code = curl_easy_perform(easy);
+	if (code == CURLE_OK) {
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
+	} else {
+		rc = map_curl_error(code, &x);
+		snprintf(resp->error, sizeof(resp->error), "%s",
+			 errbuf[0] ? errbuf : curl_easy_strerror(code));
+	}
+	/* The slist and error buffer die with this call; unhook them. */
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+	curl_slist_free_all(headers);
+	return rc;
+}
+
+static void curl_destroy(struct http *h)
+{
+	struct http_curl *hc = (struct http_curl *)h;
+
+	curl_easy_cleanup(hc->easy);
+	if (hc->token_header) {
+		explicit_bzero(hc->token_header, strlen(hc->token_header));
+		free(hc->token_header);
+	}
+	free(hc->auth_origin);
+	free(hc->cafile);
+	free(hc);
+}
+
+static const struct http_ops curl_ops = {
+    .perform = curl_perform,
+    .destroy = curl_destroy,
+};
+
+struct http *http_curl_create(const struct http_curl_config *cfg)
+{
+	struct http_curl *hc = calloc(1, sizeof(*hc));
+
+	if (!hc)
+		return NULL;
+	hc->base.ops = &curl_ops;
+	hc->easy = curl_easy_init();
+	hc->insecure = cfg->insecure;
+	hc->connect_timeout_s = cfg->connect_timeout_s;
+	hc->stall_timeout_s = cfg->stall_timeout_s;
+	if (!hc->easy)
+		goto fail;
+	if (cfg->token && *cfg->token) {
+		if (asprintf(&hc->token_header, "Authorization: Bearer %s",
+			     cfg->token) < 0) {
+			hc->token_header = NULL;
+			goto fail;
+		}
+		hc->auth_origin = strdup(cfg->auth_origin);
+		if (!hc->auth_origin)
+			goto fail;
+	}
+	if (cfg->cafile) {
+		hc->cafile = strdup(cfg->cafile);
+		if (!hc->cafile)
+			goto fail;
+	}
+	return &hc->base;
+fail:
+	curl_destroy(&hc->base);
+	return NULL;
+}

@@ -1,0 +1,203 @@
+/*
+ * tusfs: wiring only. Parse the configuration, check the endpoint speaks
+ * TUS (before anything is mounted, so a bad endpoint leaves nothing behind),
+ * mount, daemonize, start the upload workers, serve, and tear down in
+ * reverse.
+ */
+#include "tusfs_setup.h"
+#include "tusfs/config.h"
+#include "tusfs/engine.h"
+#include "tusfs/fs.h"
+#include "tusfs/http.h"
+#include "tusfs/log.h"
+#include "tusfs/tus.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONNECT_TIMEOUT_S 15
+#define STALL_TIMEOUT_S	  60
+
+static void remove_spool_file(struct node *n, void *arg)
+{
+	spool_remove(arg, n->ino);
+}
+
+/* OPTIONS on the endpoint; prints why it is unusable. */
+static int discover(const struct http_curl_config *hc, const char *endpoint,
+		    struct tus_server *srv)
+{
+	struct http *http = http_curl_create(hc);
+	struct tus_client *tus;
+	struct tus_status st;
+	int rc = -ENOMEM;
+
+	if (!http)
+		return rc;
+	tus = tus_client_create(http, endpoint, &rc);
+	if (tus) {
+		rc = 0;
+		if (tus_discover(tus, srv, &st) != TUS_OK) {
+			fprintf(stderr, "tusfs: cannot use endpoint '%s': %s\n",
+				endpoint, st.message);
+			rc = -EIO;
+		}
+	}
+	tus_client_free(tus);
+	http_free(http);
+	return rc;
+}
+
+static int serve(struct fuse *fuse, const struct fuse_cmdline_opts *fopts)
+{
+	struct fuse_loop_config *lc;
+	int rc;
+
+	if (fopts->singlethread)
+		return fuse_loop(fuse);
+	lc = fuse_loop_cfg_create();
+	if (!lc)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(lc, (unsigned)fopts->clone_fd);
+	fuse_loop_cfg_set_max_threads(lc, fopts->max_threads);
+	rc = fuse_loop_mt(fuse, lc);
+	fuse_loop_cfg_destroy(lc);
+	return rc;
+}
+
+static int run(struct config *cfg, struct fuse_args *args,
+	       const struct fuse_cmdline_opts *fopts)
+{
+	struct http_curl_config hc = {
+	    .token = cfg->token,
+	    .connect_timeout_s = CONNECT_TIMEOUT_S,
+	    .stall_timeout_s = STALL_TIMEOUT_S,
+	};
+	struct engine_config ec = {
+	    .endpoint = cfg->endpoint,
+	    .chunk_size = cfg->chunk_size,
+	    .workers = cfg->max_uploads,
+	    .language = cfg->language,
+	};
+	struct tusfs t = {.chunk_size = cfg->chunk_size,
+			  .fsync_local = cfg->fsync_local};
+	char origin[512];
+	struct fuse *fuse = NULL;
+	uint64_t max_id = 0;
+	int rc;
+
+	if (http_url_origin(cfg->endpoint, origin, sizeof(origin)) < 0) {
+		fprintf(stderr, "tusfs: cannot parse endpoint '%s'\n",
+			cfg->endpoint);
+		return -EINVAL;
+	}
+	hc.auth_origin = origin;
+	ec.http = hc;
+	rc = discover(&hc, cfg->endpoint, &t.server);
+	if (rc < 0)
+		return rc;
+	ec.server = t.server;
+
+	t.spool = spool_open_dir(cfg->state_dir, &max_id, &rc);
+	if (!t.spool) {
+		fprintf(stderr, "tusfs: cannot use state directory '%s': %s\n",
+			cfg->state_dir, strerror(-rc));
+		return rc;
+	}
+	rc = -ENOMEM;
+	t.cat = catalog_create(getuid(), getgid(), max_id + 1,
+			       remove_spool_file, t.spool);
+	if (!t.cat)
+		goto out;
+	t.engine = engine_create(&ec, t.cat, t.spool, &rc);
+	if (!t.engine)
+		goto out;
+
+	rc = -EIO;
+	fuse =
+	    fuse_new(args, fs_operations(), sizeof(struct fuse_operations), &t);
+	if (!fuse)
+		goto out;
+	if (fuse_mount(fuse, fopts->mountpoint) != 0)
+		goto out_destroy;
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+		goto out_unmount;
+	if (fuse_daemonize(fopts->foreground) != 0)
+		goto out_signals;
+	if (!fopts->foreground)
+		log_use_syslog();
+	rc = engine_start(t.engine);
+	if (rc < 0) {
+		log_error("cannot start upload workers: %s", strerror(-rc));
+		goto out_signals;
+	}
+	log_info("mounted '%s' at '%s' (chunk %llu bytes, %u uploads)",
+		 cfg->endpoint, fopts->mountpoint,
+		 (unsigned long long)cfg->chunk_size, cfg->max_uploads);
+	rc = serve(fuse, fopts) == 0 ? 0 : -EIO;
+	engine_stop(t.engine);
+out_signals:
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+out_unmount:
+	fuse_unmount(fuse);
+out_destroy:
+	fuse_destroy(fuse);
+out:
+	engine_free(t.engine);
+	catalog_free(t.cat);
+	spool_free(t.spool);
+	return rc;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts fopts = {0};
+	struct config cfg;
+	int ret = 1;
+
+	if (config_parse(&cfg, &args) < 0)
+		goto out;
+	if (fuse_parse_cmdline(&args, &fopts) != 0)
+		goto out;
+	if (fopts.show_help) {
+		config_print_help();
+		fuse_cmdline_help();
+		fuse_lib_help(&args);
+		ret = 0;
+		goto out;
+	}
+	if (fopts.show_version) {
+		printf("tusfs %s\nlibfuse %s\n%s\n", TUSFS_VERSION,
+		       fuse_pkgversion(), curl_version());
+		ret = 0;
+		goto out;
+	}
+	if (!cfg.endpoint || !fopts.mountpoint) {
+		fprintf(stderr, "usage: tusfs [options] ENDPOINT MOUNTPOINT\n"
+				"try 'tusfs --help' for more information\n");
+		goto out;
+	}
+	if (config_finish(&cfg, fopts.mountpoint) < 0)
+		goto out;
+	log_set_level(cfg.log_level);
+	log_set_secret(cfg.token);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "tusfs: cannot initialise libcurl\n");
+		goto out;
+	}
+	ret = run(&cfg, &args, &fopts) == 0 ? 0 : 1;
+	curl_global_cleanup();
+out:
+	log_set_secret(NULL);
+	free(fopts.mountpoint);
+	fuse_opt_free_args(&args);
+	config_clear(&cfg);
+	return ret;
+}

@@ -1,0 +1,126 @@
+// tusfs reference backend: inspect.js lists what server.js stored.
+//
+// Usage: node inspect.js [--json] DIR
+//
+// @tus/file-store keeps each upload as DIR/<id> (the bytes received so far)
+// and DIR/<id>.json (the upload info written at creation: id, size,
+// metadata, creation_date; "size" is added when a deferred length is
+// declared). The JSON's "offset" is not kept up to date; like the store
+// itself we take the offset from the size of DIR/<id>.
+//
+// Default output: one line per upload, tab-separated, sorted by filename
+// then id:
+//
+//   id  size  offset  sha256  filename  filetype  taskId  relativePath
+//
+// size is the declared Upload-Length or "-" while deferred; metadata values
+// are decoded; "-" stands for anything missing (also offset and sha256 when
+// DIR/<id> is gone). Tab, newline, carriage return and backslash inside a
+// value are written as \t \n \r \\ so that every upload stays on one line;
+// use --json for exact values.
+//
+// --json prints a JSON array of objects instead: { id, size (null while
+// deferred), offset, sha256, filename, filetype, taskId, relativePath (null
+// when missing), metadata (all keys), creation_date }.
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const USAGE = 'usage: node inspect.js [--json] DIR';
+
+function sha256File(file) {
+  const hash = crypto.createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    let n;
+    while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) {
+      hash.update(buf.subarray(0, n));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+function loadUpload(dir, id) {
+  const info = JSON.parse(fs.readFileSync(path.join(dir, `${id}.json`), 'utf8'));
+  const metadata = info.metadata && typeof info.metadata === 'object' ? info.metadata : {};
+  const meta = (key) => (typeof metadata[key] === 'string' ? metadata[key] : null);
+  let offset = null;
+  let sha256 = null;
+  const dataFile = path.join(dir, id);
+  try {
+    const st = fs.statSync(dataFile);
+    if (st.isFile()) {
+      offset = st.size;
+      sha256 = sha256File(dataFile);
+    }
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+  return {
+    id,
+    size: Number.isInteger(info.size) ? info.size : null,
+    offset,
+    sha256,
+    filename: meta('filename'),
+    filetype: meta('filetype'),
+    taskId: meta('taskId'),
+    relativePath: meta('relativePath'),
+    metadata,
+    creation_date: info.creation_date ?? null,
+  };
+}
+
+function cmp(a, b) {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function field(v) {
+  if (v === null || v === undefined) return '-';
+  return String(v).replace(/[\\\t\n\r]/g, (c) => ({ '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' })[c]);
+}
+
+function main() {
+  const args = process.argv.slice(2);
+  const json = args.includes('--json');
+  const rest = args.filter((a) => a !== '--json');
+  if (rest.length !== 1 || rest[0].startsWith('-')) {
+    process.stderr.write(`${USAGE}\n`);
+    process.exit(2);
+  }
+  const dir = rest[0];
+  let names;
+  try {
+    names = fs.readdirSync(dir);
+  } catch (err) {
+    process.stderr.write(`inspect.js: ${err.message}\n`);
+    process.exit(1);
+  }
+  const uploads = names
+    .filter((n) => n.endsWith('.json') && n.length > 5)
+    .map((n) => n.slice(0, -5))
+    .map((id) => {
+      try {
+        return loadUpload(dir, id);
+      } catch (err) {
+        process.stderr.write(`inspect.js: skipping ${id}: ${err.message}\n`);
+        return null;
+      }
+    })
+    .filter(Boolean)
+    .sort((a, b) => cmp(a.filename ?? '', b.filename ?? '') || cmp(a.id, b.id));
+
+  if (json) {
+    process.stdout.write(`${JSON.stringify(uploads, null, 2)}\n`);
+    return;
+  }
+  for (const u of uploads) {
+    const cols = [u.id, u.size, u.offset, u.sha256, u.filename, u.filetype, u.taskId, u.relativePath];
+    process.stdout.write(`${cols.map(field).join('\t')}\n`);
+  }
+}
+
+main();

@@ -1,0 +1,71 @@
+/*
+ * The namespace tree: lookups, adds, renames over existing names, reference
+ * counted lifetimes and relative paths.
+ */
+#include "tusfs_setup.h"
+#include "harness.h"
+#include "tusfs/catalog.h"
+
+#include <errno.h>
+
+static int freed;
+
+static void on_free(struct node *n, void *arg)
+{
+	(void)n;
+	(void)arg;
+	freed++;
+}
+
+TEST(tree)
+{
+	struct catalog *cat = catalog_create(1, 1, 10, on_free, NULL);
+	struct node *root = catalog_root(cat), *d, *f, *g, *out;
+	const char *name;
+	char rel[64];
+
+	ASSERT_EQ(root->ino, CATALOG_ROOT_INO);
+	ASSERT_EQ(catalog_add(cat, root, "dir", S_IFDIR | 0755, 1, 1, &d), 0);
+	ASSERT_EQ(d->ino, 10);
+	ASSERT_EQ(catalog_add(cat, d, "a.wav", S_IFREG | 0644, 1, 1, &f), 0);
+	ASSERT_EQ(catalog_add(cat, d, "a.wav", S_IFREG | 0644, 1, 1, &g),
+		  -EEXIST);
+	ASSERT_EQ(catalog_lookup(cat, "/dir/a.wav", &out), 0);
+	ASSERT(out == f);
+	ASSERT_EQ(catalog_lookup(cat, "/", &out), 0);
+	ASSERT(out == root);
+	ASSERT_EQ(catalog_lookup(cat, "/dir/b.wav", &out), -ENOENT);
+	ASSERT_EQ(catalog_lookup(cat, "/dir/a.wav/x", &out), -ENOTDIR);
+	ASSERT_EQ(catalog_lookup_parent(cat, "/dir/new", &out, &name), 0);
+	ASSERT(out == d);
+	ASSERT_STREQ(name, "new");
+	ASSERT_EQ(catalog_relpath(f, rel, sizeof(rel)), 9);
+	ASSERT_STREQ(rel, "dir/a.wav");
+	ASSERT_EQ(catalog_relpath(f, rel, 5), -ENAMETOOLONG);
+	catalog_free(cat);
+}
+
+TEST(rename_replaces_and_frees_when_unreferenced)
+{
+	struct catalog *cat = catalog_create(1, 1, 2, on_free, NULL);
+	struct node *root = catalog_root(cat), *a, *b, *out;
+
+	freed = 0;
+	ASSERT_EQ(catalog_add(cat, root, "a", S_IFREG | 0644, 1, 1, &a), 0);
+	ASSERT_EQ(catalog_add(cat, root, "b", S_IFREG | 0644, 1, 1, &b), 0);
+	catalog_get(b); /* an open handle */
+	ASSERT_EQ(catalog_rename(cat, a, root, "b"), 0);
+	ASSERT_EQ(catalog_lookup(cat, "/b", &out), 0);
+	ASSERT(out == a);
+	ASSERT_EQ(catalog_lookup(cat, "/a", &out), -ENOENT);
+	ASSERT(b->unlinked);
+	ASSERT_EQ(freed, 0);
+	catalog_put(cat, b); /* last close of the replaced file */
+	ASSERT_EQ(freed, 1);
+	catalog_unlink(cat, a);
+	ASSERT_EQ(freed, 2);
+	ASSERT(root->children == NULL);
+	catalog_free(cat);
+}
+
+TEST_MAIN

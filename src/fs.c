@@ -379,14 +379,18 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	return (int)size;
 }
 
+/* close(2) of a writer reports an upload already known to have failed. */
 static int tfs_flush(const char *path, struct fuse_file_info *fi)
 {
 	struct tusfs *t = fs();
+	const struct handle *h = handle_of(fi);
 	int rc;
 
 	(void)path;
+	if (!h->writable)
+		return 0;
 	catalog_lock(t->cat);
-	rc = handle_of(fi)->n->up.err;
+	rc = h->n->up.err;
 	catalog_unlock(t->cat);
 	return rc;
 }

@@ -1,6 +1,8 @@
 // tusfs reference backend: inspect.js lists what server.js stored.
 //
-// Usage: node inspect.js [--json] DIR
+// Usage: node inspect.js [--json] [--no-hash] DIR
+//
+// --no-hash skips hashing (sha256 is "-"), for cheap polling.
 //
 // @tus/file-store keeps each upload as DIR/<id> (the bytes received so far)
 // and DIR/<id>.json (the upload info written at creation: id, size,
@@ -27,7 +29,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const USAGE = 'usage: node inspect.js [--json] DIR';
+const USAGE = 'usage: node inspect.js [--json] [--no-hash] DIR';
 
 function sha256File(file) {
   const hash = crypto.createHash('sha256');
@@ -44,7 +46,7 @@ function sha256File(file) {
   return hash.digest('hex');
 }
 
-function loadUpload(dir, id) {
+function loadUpload(dir, id, hash) {
   const info = JSON.parse(fs.readFileSync(path.join(dir, `${id}.json`), 'utf8'));
   const metadata = info.metadata && typeof info.metadata === 'object' ? info.metadata : {};
   const meta = (key) => (typeof metadata[key] === 'string' ? metadata[key] : null);
@@ -55,7 +57,7 @@ function loadUpload(dir, id) {
     const st = fs.statSync(dataFile);
     if (st.isFile()) {
       offset = st.size;
-      sha256 = sha256File(dataFile);
+      sha256 = hash ? sha256File(dataFile) : null;
     }
   } catch (err) {
     if (err.code !== 'ENOENT') throw err;
@@ -86,7 +88,8 @@ function field(v) {
 function main() {
   const args = process.argv.slice(2);
   const json = args.includes('--json');
-  const rest = args.filter((a) => a !== '--json');
+  const hash = !args.includes('--no-hash');
+  const rest = args.filter((a) => a !== '--json' && a !== '--no-hash');
   if (rest.length !== 1 || rest[0].startsWith('-')) {
     process.stderr.write(`${USAGE}\n`);
     process.exit(2);
@@ -104,7 +107,7 @@ function main() {
     .map((n) => n.slice(0, -5))
     .map((id) => {
       try {
-        return loadUpload(dir, id);
+        return loadUpload(dir, id, hash);
       } catch (err) {
         process.stderr.write(`inspect.js: skipping ${id}: ${err.message}\n`);
         return null;

@@ -230,6 +230,8 @@ function requestLog(ctx, next) {
     upload_length: headerNumber(req, 'upload-length'),
     defer_length: headerNumber(req, 'upload-defer-length'),
     auth: req.headers.authorization !== undefined, // never the value
+    // The client's port: requests sharing it came over one connection.
+    conn: req.socket.remotePort,
   };
   let written = false;
   const write = (status) => {

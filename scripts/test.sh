@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The one test command: installs what is missing, builds a Debug and a
+# Sanitize (ASan+UBSan) tree with -Werror, checks formatting and cppcheck,
+# runs the unit tests in both trees and the bats integration suite against
+# the sanitized daemon, and ends with "N passed, M failed".
+#
+# Usage: scripts/test.sh [bats filter regex]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+./scripts/deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+record() { # name status
+	if [ "$2" -eq 0 ]; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		echo "FAILED: $1"
+	fi
+}
+
+build() { # dir type
+	cmake -S . -B "$1" -DCMAKE_BUILD_TYPE="$2" -DTUSFS_WERROR=ON >/dev/null &&
+		cmake --build "$1" -j"$(nproc)" >"$1.log" 2>&1 ||
+		{ cat "$1.log"; return 1; }
+}
+
+for t in Debug Sanitize; do
+	dir=build/ci-${t,,}
+	build "$dir" "$t"
+	record "build $t" $?
+	out=$(cd "$dir" && ctest --output-on-failure 2>&1)
+	echo "$out" | tail -n 3
+	total=$(echo "$out" | sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p')
+	bad=$(echo "$out" | sed -n 's/.* \([0-9]*\) tests failed out of.*/\1/p')
+	if [ -z "$total" ]; then
+		echo "$out"
+		record "ctest $t" 1
+	else
+		passed=$((passed + total - bad))
+		failed=$((failed + bad))
+		[ "$bad" -eq 0 ] || echo "$out"
+	fi
+done
+
+files=$(git ls-files '*.c' '*.h')
+# shellcheck disable=SC2086
+clang-format --dry-run --Werror $files
+record "clang-format" $?
+cppcheck --enable=warning,portability --error-exitcode=1 -q -I include src/
+record "cppcheck src/" $?
+
+export TUSFS_BIN=$root/build/ci-sanitize/tusfs
+filter=()
+[ $# -gt 0 ] && filter=(--filter "$1")
+tap=$(bats --tap "${filter[@]}" tests/integration 2>&1)
+echo "$tap"
+ok=$(echo "$tap" | grep -c '^ok ')
+notok=$(echo "$tap" | grep -c '^not ok ')
+[ "$ok" -gt 0 ] || notok=$((notok + 1))
+passed=$((passed + ok))
+failed=$((failed + notok))
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

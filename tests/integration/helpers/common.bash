@@ -1,0 +1,143 @@
+# Shared by every integration test: a reference backend on loopback, a
+# tusfs mount in the test's own temp dir, ways to wait for and inspect what
+# the server stored, and a teardown that always unmounts, stops both
+# processes and fails the test on any sanitizer report.
+
+REPO=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
+BACKEND=$REPO/tests/backend
+: "${TUSFS_BIN:=$REPO/build/ci-sanitize/tusfs}"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+
+common_setup() {
+	T=$BATS_TEST_TMPDIR
+	MNT=$T/mnt
+	STORE=$T/store
+	STATE=$T/state
+	REQLOG=$T/requests.log
+	DLOG=$T/daemon.log
+	mkdir -p "$MNT" "$STORE"
+	unset TUSFS_TOKEN
+}
+
+# backend_start [server.js options...]: sets PORT, ENDPOINT, BACKEND_PID.
+backend_start() {
+	rm -f "$T/port"
+	node "$BACKEND/server.js" --dir "$STORE" --log "$REQLOG" \
+		--port-file "$T/port" "$@" >"$T/backend.out" 2>&1 &
+	BACKEND_PID=$!
+	for _ in $(seq 200); do
+		[ -s "$T/port" ] && break
+		sleep 0.05
+	done
+	[ -s "$T/port" ] || { cat "$T/backend.out"; return 1; }
+	PORT=$(cat "$T/port")
+	ENDPOINT=http://127.0.0.1:$PORT/uploads/files/
+}
+
+mounted() {
+	grep -q " $MNT fuse" /proc/mounts
+}
+
+# tusfs_mount [comma-separated -o options]: foreground daemon, TUSFS_PID.
+tusfs_mount() {
+	local opts="state_dir=$STATE"
+	[ -n "${1:-}" ] && opts="$opts,$1"
+	"$TUSFS_BIN" -f -o "$opts" "$ENDPOINT" "$MNT" 2>>"$DLOG" &
+	TUSFS_PID=$!
+	for _ in $(seq 400); do
+		mounted && return 0
+		kill -0 "$TUSFS_PID" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat "$DLOG"
+	return 1
+}
+
+tusfs_unmount() {
+	if mounted; then
+		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
+	fi
+	if [ -n "${TUSFS_PID:-}" ]; then
+		for _ in $(seq 400); do
+			kill -0 "$TUSFS_PID" 2>/dev/null || break
+			sleep 0.05
+		done
+		kill -9 "$TUSFS_PID" 2>/dev/null || true
+		DAEMON_STATUS=0
+		wait "$TUSFS_PID" 2>/dev/null || DAEMON_STATUS=$?
+		TUSFS_PID=
+	fi
+	return 0
+}
+
+common_teardown() {
+	tusfs_unmount
+	if [ -n "${BACKEND_PID:-}" ]; then
+		kill "$BACKEND_PID" 2>/dev/null || true
+		wait "$BACKEND_PID" 2>/dev/null || true
+		BACKEND_PID=
+	fi
+	if grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$DLOG" 2>/dev/null; then
+		cat "$DLOG"
+		return 1
+	fi
+	# A daemon that had to be killed, or exited non-zero, fails the test.
+	[ "${DAEMON_STATUS:-0}" -eq 0 ] || { echo "tusfs exited with $DAEMON_STATUS"; return 1; }
+}
+
+# What the server stored: id size offset sha256 filename filetype taskId
+# relativePath, tab-separated (see tests/backend/inspect.js).
+inspect() {
+	node "$BACKEND/inspect.js" "$@" "$STORE"
+}
+
+# wait_complete COUNT [timeout s]: until COUNT uploads are complete.
+wait_complete() {
+	local deadline=$((SECONDS + ${2:-60})) n
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		n=$(inspect --no-hash | awk -F'\t' '$2 != "-" && $2 == $3' | wc -l)
+		[ "$n" -ge "$1" ] && return 0
+		sleep 0.2
+	done
+	echo "only $n of $1 uploads completed"
+	inspect --no-hash
+	tail -n 30 "$DLOG"
+	return 1
+}
+
+# wait_offset NAME BYTES [timeout s]: until the server holds BYTES of NAME.
+wait_offset() {
+	local deadline=$((SECONDS + ${3:-30}))
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		inspect --no-hash |
+			awk -F'\t' -v n="$1" -v b="$2" '$5 == n && $3 >= b { f = 1 } END { exit !f }' &&
+			return 0
+		sleep 0.1
+	done
+	echo "server never held $2 bytes of $1"
+	inspect --no-hash
+	return 1
+}
+
+sha() {
+	sha256sum "$1" | cut -d' ' -f1
+}
+
+# assert_stored NAME SOURCE: the server has exactly SOURCE's bytes as NAME,
+# complete, once.
+assert_stored() {
+	local line
+	line=$(inspect | awk -F'\t' -v n="$1" '$5 == n')
+	[ "$(printf '%s\n' "$line" | grep -c .)" -eq 1 ] ||
+		{ echo "expected one upload named $1, got: $line"; return 1; }
+	[ "$(cut -f4 <<<"$line")" = "$(sha "$2")" ] ||
+		{ echo "hash mismatch for $1: $line"; return 1; }
+	[ "$(cut -f2 <<<"$line")" = "$(stat -c %s "$2")" ] ||
+		{ echo "length mismatch for $1: $line"; return 1; }
+}
+
+# Request log lines of one method (JSON, one per line).
+requests() {
+	grep "\"method\":\"$1\"" "$REQLOG" || true
+}

@@ -1,0 +1,181 @@
+#!/usr/bin/env bats
+# Core uploads: every size around the chunk boundaries, the 100 MB proxy
+# limit at the default chunk size, many files at once, the metadata the
+# service reads, streaming while the writer still writes, connection reuse,
+# and a refusal surfacing as EIO. Every byte is checked by hashing what the
+# server stored.
+
+load helpers/common
+
+setup() {
+	common_setup
+}
+
+teardown() {
+	common_teardown
+}
+
+@test "sizes 1, 4095, chunk-1, chunk, chunk+1 and 3 chunks+17 arrive intact" {
+	backend_start
+	tusfs_mount chunk_size=1M
+	sizes="1 4095 1048575 1048576 1048577 3145745"
+	for s in $sizes; do
+		head -c "$s" /dev/urandom >"$T/src.$s"
+		cp "$T/src.$s" "$MNT/rec$s.wav"
+	done
+	wait_complete 6
+	for s in $sizes; do
+		assert_stored "rec$s.wav" "$T/src.$s"
+		[ "$(stat -c %s "$MNT/rec$s.wav")" -eq "$s" ]
+	done
+	# No request body ever exceeds a chunk.
+	max=$(grep -o '"body_bytes":[0-9]*' "$REQLOG" | cut -d: -f2 | sort -n | tail -1)
+	[ "$max" -le 1048576 ]
+	# Small complete files are one creation-with-upload POST, no PATCH.
+	[ "$(requests POST | grep -c '"body_bytes":4095,')" -eq 1 ]
+	[ "$(requests PATCH | grep -c '"body_bytes":4095,')" -eq 0 ]
+}
+
+@test "a zero-byte file is kept locally and not uploaded" {
+	backend_start
+	tusfs_mount
+	: >"$MNT/empty.wav"
+	echo marker >"$MNT/after.txt"
+	wait_complete 1
+	[ -f "$MNT/empty.wav" ]
+	[ "$(stat -c %s "$MNT/empty.wav")" -eq 0 ]
+	[ "$(requests POST | wc -l)" -eq 1 ]
+	! inspect --no-hash | grep -q empty.wav
+}
+
+@test "120 MB through a 100 MB body limit: three PATCHes of at most 50 MiB" {
+	backend_start --body-limit 100000000
+	tusfs_mount
+	head -c 120000000 /dev/urandom >"$T/lecture"
+	cp "$T/lecture" "$MNT/lecture.wav"
+	wait_complete 1 180
+	assert_stored lecture.wav "$T/lecture"
+	requests PATCH
+	[ "$(requests PATCH | wc -l)" -eq 3 ]
+	[ "$(requests PATCH | grep -c '"status":204')" -eq 3 ]
+	for b in $(requests PATCH | grep -o '"body_bytes":[0-9]*' | cut -d: -f2); do
+		[ "$b" -le 52428800 ]
+	done
+	! grep -q '"status":413' "$REQLOG"
+}
+
+@test "50 files copied with xargs -P 8 all arrive intact" {
+	backend_start
+	tusfs_mount chunk_size=256K
+	mkdir "$T/src"
+	for i in $(seq 50); do
+		head -c $(((i * 7919) % 900000 + 1)) /dev/urandom >"$T/src/memo$i.m4a"
+	done
+	find "$T/src" -type f -print0 | xargs -0 -P 8 -I{} cp {} "$MNT/"
+	wait_complete 50 120
+	for i in $(seq 50); do
+		assert_stored "memo$i.m4a" "$T/src/memo$i.m4a"
+	done
+	[ "$(ls "$MNT" | wc -l)" -eq 50 ]
+}
+
+@test "metadata carries filename, filetype and a UUID v4 taskId" {
+	backend_start
+	tusfs_mount language=lv
+	echo "RIFF" >"$MNT/Interview 2026-01-29.wav"
+	echo "x" >"$MNT/clip.MOV"
+	wait_complete 2
+	run inspect --json
+	[ "$status" -eq 0 ]
+	line=$(inspect --no-hash | grep 'Interview 2026-01-29.wav')
+	[ "$(cut -f6 <<<"$line")" = "audio/wav" ]
+	[[ "$(cut -f7 <<<"$line")" =~ ^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$ ]]
+	[ "$(inspect --no-hash | grep clip.MOV | cut -f6)" = "video/quicktime" ]
+	# Two files, two different task ids.
+	[ "$(inspect --no-hash | cut -f7 | sort -u | wc -l)" -eq 2 ]
+	[[ "$output" == *'"language": "lv"'* ]]
+}
+
+@test "chunks stream while the writer is still writing; ls shows the size" {
+	backend_start
+	tusfs_mount chunk_size=1M
+	head -c 4000000 /dev/urandom >"$T/src"
+	exec 7>"$MNT/live.wav"
+	head -c 3145728 "$T/src" >&7
+	# The server holds two whole chunks before the file is closed.
+	wait_offset live.wav 2097152
+	[ "$(stat -c %s "$MNT/live.wav")" -eq 3145728 ]
+	tail -c +3145729 "$T/src" >&7
+	exec 7>&-
+	wait_complete 1
+	assert_stored live.wav "$T/src"
+	# Created with a deferred length; the length went with a later PATCH.
+	requests POST | grep -q '"defer_length":1'
+	[ "$(requests PATCH | grep -c '"upload_length":4000000')" -eq 1 ]
+}
+
+@test "a file ending exactly on a chunk boundary gets a final empty PATCH" {
+	backend_start
+	tusfs_mount chunk_size=1M
+	head -c 2097152 /dev/urandom >"$T/src"
+	exec 7>"$MNT/edge.wav"
+	cat "$T/src" >&7
+	wait_offset edge.wav 2097152
+	exec 7>&-
+	wait_complete 1
+	assert_stored edge.wav "$T/src"
+	requests PATCH | tail -1 | grep -q '"body_bytes":0,.*"upload_length":2097152'
+}
+
+@test "connections are reused across requests and files" {
+	backend_start
+	tusfs_mount chunk_size=256K,max_uploads=2
+	for i in $(seq 8); do
+		head -c 800000 /dev/urandom >"$T/f$i"
+		cp "$T/f$i" "$MNT/f$i.wav"
+	done
+	wait_complete 8
+	# 8 files x (POST + 4 PATCHes) over no more than the 2 workers'
+	# connections (plus the mount's OPTIONS).
+	[ "$(grep -Ec '"method":"(POST|PATCH)"' "$REQLOG")" -eq 40 ]
+	conns=$(grep -E '"method":"(POST|PATCH)"' "$REQLOG" | grep -o '"conn":[0-9]*' | sort -u | wc -l)
+	[ "$conns" -le 2 ]
+}
+
+@test "a refused upload makes fsync and close fail with EIO; the spool is kept" {
+	backend_start --body-limit 1048576
+	tusfs_mount chunk_size=2M
+	head -c 5000000 /dev/urandom >"$T/src"
+	run dd if="$T/src" of="$MNT/refused.wav" bs=1M conv=fsync
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Input/output error"* ]]
+	grep -q "413" "$DLOG"
+	# Nothing lost: the bytes are still there, readable through the mount.
+	cmp "$T/src" "$MNT/refused.wav"
+	# Other files still upload.
+	echo ok >"$MNT/fine.txt"
+	wait_complete 1
+}
+
+@test "a write beyond the server's Tus-Max-Size fails with EFBIG" {
+	backend_start --max-size 1000000
+	tusfs_mount
+	run dd if=/dev/zero of="$MNT/huge.wav" bs=100k count=20
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"File too large"* ]]
+	mounted
+	echo small >"$MNT/small.wav"
+	wait_complete 1
+}
+
+@test "fsync returns only when the server has every byte written so far" {
+	backend_start
+	tusfs_mount chunk_size=1M
+	head -c 1500000 /dev/urandom >"$T/src"
+	# dd conv=fsync: write, fsync, then close.
+	dd if="$T/src" of="$MNT/synced.wav" bs=64k conv=fsync status=none
+	# Right after fsync the server already holds the whole file.
+	[ "$(inspect --no-hash | awk -F'\t' '$5 == "synced.wav" { print $3 }')" -eq 1500000 ]
+	wait_complete 1
+	assert_stored synced.wav "$T/src"
+}

@@ -194,10 +194,11 @@ static int tfs_unlink(const char *path)
 	if (rc == 0) {
 		/* Stop the bytes on the wire; the engine terminates the upload.
 		 */
+		catalog_get(n);
 		atomic_store(&n->up.cancel, 1);
 		catalog_unlink(t->cat, n);
-		if (n->refs > 0)
-			engine_kick(t->engine, n);
+		engine_kick(t->engine, n);
+		catalog_put(t->cat, n);
 	}
 	catalog_unlock(t->cat);
 	return rc;

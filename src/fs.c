@@ -192,8 +192,7 @@ static int tfs_unlink(const char *path)
 	if (rc == 0 && S_ISDIR(n->mode))
 		rc = -EISDIR;
 	if (rc == 0) {
-		/* Stop the bytes on the wire; the engine terminates the upload.
-		 */
+		/* Stop the bytes on the wire; the engine ends the upload. */
 		catalog_get(n);
 		atomic_store(&n->up.cancel, 1);
 		catalog_unlink(t->cat, n);

@@ -19,7 +19,7 @@
 // Usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
 //          [--body-limit BYTES] [--token TOKEN | --token-file FILE]
 //          [--max-size BYTES] [--log FILE] [--port-file FILE]
-//          [--expiration-ms MS] [--relative-location]
+//          [--expiration-ms MS] [--relative-location] [--without EXT,...]
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -39,7 +39,7 @@ const TUS_PATH = '/uploads/files';
 const USAGE = `usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
          [--body-limit BYTES] [--token TOKEN | --token-file FILE]
          [--max-size BYTES] [--log FILE] [--port-file FILE]
-         [--expiration-ms MS] [--relative-location]`;
+         [--expiration-ms MS] [--relative-location] [--without EXT,...]`;
 
 function die(msg) {
   process.stderr.write(`server.js: ${msg}\n${USAGE}\n`);
@@ -52,6 +52,17 @@ function parseCount(name, value, { min = 0 } = {}) {
     die(`--${name} wants an integer >= ${min}, got ${JSON.stringify(value)}`);
   }
   return Number(value);
+}
+
+// --without EXT[,EXT...]: extensions to withhold, as a server lacking them.
+const WITHHOLDABLE = ['creation-defer-length', 'creation-with-upload', 'termination'];
+
+function parseWithout(value) {
+  const list = value === undefined ? [] : value.split(',').filter(Boolean);
+  for (const ext of list) {
+    if (!WITHHOLDABLE.includes(ext)) die(`--without takes ${WITHHOLDABLE.join(', ')}`);
+  }
+  return new Set(list);
 }
 
 function parseConfig(argv) {
@@ -71,6 +82,7 @@ function parseConfig(argv) {
         'port-file': { type: 'string' },
         'expiration-ms': { type: 'string' },
         'relative-location': { type: 'boolean', default: false },
+        without: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -109,6 +121,7 @@ function parseConfig(argv) {
     portFile: values['port-file'],
     expirationMs: parseCount('expiration-ms', values['expiration-ms']) ?? 0,
     relativeLocation: values['relative-location'],
+    without: parseWithout(values.without),
   };
 }
 
@@ -331,6 +344,48 @@ function readUpTo(req, limit) {
   });
 }
 
+// Plays a server without some extensions (--without): they vanish from
+// Tus-Extension, and requests that use them are refused as such a server
+// would refuse them.
+function extensionGate(ctx, next) {
+  const { config, req, res } = ctx;
+  const without = config.without;
+  if (without.size === 0) return next();
+
+  const refuse = (status, text) => sendText(res, status, text);
+  if (req.method === 'POST' && without.has('creation-defer-length') &&
+      req.headers['upload-defer-length'] !== undefined) {
+    return refuse(400, 'Upload-Length header required\n');
+  }
+  if (req.method === 'POST' && without.has('creation-with-upload') &&
+      Number(req.headers['content-length'] ?? 0) > 0) {
+    return refuse(400, 'creation-with-upload is not supported\n');
+  }
+  if (req.method === 'DELETE' && without.has('termination')) {
+    return refuse(405, 'Method not allowed\n');
+  }
+  const filter = (v) => String(v).split(',').map((e) => e.trim())
+    .filter((e) => !without.has(e)).join(',');
+  const writeHead = res.writeHead;
+  res.writeHead = function (status, ...rest) {
+    if (this.hasHeader('tus-extension')) {
+      this.setHeader('tus-extension', filter(this.getHeader('tus-extension')));
+    }
+    const headers = rest[rest.length - 1];
+    if (headers && typeof headers === 'object' && !Array.isArray(headers)) {
+      for (const k of Object.keys(headers)) {
+        if (k.toLowerCase() === 'tus-extension') headers[k] = filter(headers[k]);
+      }
+    } else if (Array.isArray(headers)) {
+      for (let i = 0; i + 1 < headers.length; i += 2) {
+        if (String(headers[i]).toLowerCase() === 'tus-extension') headers[i + 1] = filter(headers[i + 1]);
+      }
+    }
+    return writeHead.call(this, status, ...rest);
+  };
+  return next();
+}
+
 // Sends TUS requests to @tus/server; everything else is 404 for now.
 function makeRouter(tus) {
   return async (ctx, next) => {
@@ -377,7 +432,7 @@ function main() {
     },
   });
 
-  const PIPELINE = [requestLog, auth, bodyGate, makeRouter(tus), notFound];
+  const PIPELINE = [requestLog, auth, bodyGate, extensionGate, makeRouter(tus), notFound];
   const handle = compose(PIPELINE);
 
   const onRequest = (req, res, expectContinue) => {

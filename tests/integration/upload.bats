@@ -179,3 +179,20 @@ teardown() {
 	wait_complete 1
 	assert_stored synced.wav "$T/src"
 }
+
+@test "a server without defer-length or creation-with-upload: created at close" {
+	backend_start --without creation-defer-length,creation-with-upload
+	tusfs_mount chunk_size=1M
+	head -c 3000000 /dev/urandom >"$T/src"
+	echo small >"$T/small"
+	cp "$T/src" "$MNT/plain.wav"
+	cp "$T/small" "$MNT/small.wav"
+	wait_complete 2
+	assert_stored plain.wav "$T/src"
+	assert_stored small.wav "$T/small"
+	# Every POST carried the length and no body; nothing was refused.
+	[ "$(requests POST | grep -c '"defer_length":null')" -eq 2 ]
+	[ "$(requests POST | grep -c '"body_bytes":0,')" -eq 2 ]
+	! grep -q '"status":400' "$REQLOG"
+	[ "$(requests PATCH | wc -l)" -eq 4 ]
+}

@@ -92,18 +92,24 @@ static void enqueue(struct engine *e, struct node *n)
 	else
 		e->qhead = n;
 	e->qtail = n;
-	pthread_cond_signal(&e->work_cv);
+	/* Every sleeper re-reads the queue: one may wait for a later retry. */
+	pthread_cond_broadcast(&e->work_cv);
 }
 
 void engine_kick(struct engine *e, struct node *n)
 {
 	if (!e->running)
 		return;
-	if (n->unlinked)
+	if (n->unlinked) {
+		/* No backoff for a goodbye; and fsync on it returns now. */
 		n->up.not_before = (struct timespec){0};
+		pthread_cond_broadcast(&e->progress_cv);
+	}
 	if (n->up.active)
 		n->up.kicked = true;
-	else if (!n->up.queued)
+	else if (n->up.queued)
+		pthread_cond_broadcast(&e->work_cv);
+	else
 		enqueue(e, n);
 }
 
@@ -207,17 +213,19 @@ static bool upload_complete(const struct node *n)
 }
 
 /*
- * Terminates n's unfinished upload on the server, lock dropped around the
- * DELETE. A completed upload is left alone: its task belongs to the user.
+ * Terminates n's upload on the server, lock dropped around the DELETE. A
+ * completed upload is left alone unless even_complete: its task belongs to
+ * the user, unless its bytes are known to be stale.
  */
-static enum step_result drop_remote(struct worker *w, struct node *n)
+static enum step_result drop_remote(struct worker *w, struct node *n,
+				    bool even_complete)
 {
 	struct engine *e = w->e;
 	struct tus_status st;
 	enum tus_outcome o;
 	char *url;
 
-	if (!n->up.url || upload_complete(n) ||
+	if (!n->up.url || (upload_complete(n) && !even_complete) ||
 	    !(e->server.extensions & TUS_EXT_TERMINATION)) {
 		forget_upload(n);
 		return STEP_CONTINUE;
@@ -228,8 +236,10 @@ static enum step_result drop_remote(struct worker *w, struct node *n)
 	pthread_mutex_unlock(mutex(e));
 	o = tus_terminate(w->tus, url, &st);
 	pthread_mutex_lock(mutex(e));
-	if (o == TUS_RETRY && n->up.attempts < HOT_RETRIES + 2)
+	if (o == TUS_RETRY && n->up.attempts < HOT_RETRIES + 2) {
+		free(url);
 		return schedule_retry(n, &st);
+	}
 	if (o == TUS_OK)
 		log_info("'%s': terminated %s", n->name, url);
 	else
@@ -240,17 +250,26 @@ static enum step_result drop_remote(struct worker *w, struct node *n)
 	return STEP_CONTINUE;
 }
 
+/*
+ * Drops a stale upload and starts over. A new generation (O_TRUNC) keeps
+ * the earlier, complete version on the server; a rewrite of sent bytes
+ * deletes it, and the new upload gets a new taskId either way.
+ */
 static enum step_result restart(struct worker *w, struct node *n)
 {
-	enum step_result r = drop_remote(w, n);
+	bool rewrite = !n->up.new_generation;
+	enum step_result r = drop_remote(w, n, rewrite);
 
 	if (r != STEP_CONTINUE)
 		return r;
-	if (!n->up.restart)
-		return STEP_CONTINUE;
-	log_info("'%s': content changed under the upload; starting over",
-		 n->name);
+	if (rewrite) {
+		if (meta_uuid4(n->up.task_id) < 0)
+			return STEP_IDLE;
+		log_info("'%s': sent bytes were rewritten; starting over",
+			 n->name);
+	}
 	n->up.restart = false;
+	n->up.new_generation = false;
 	n->up.attempts = 0;
 	n->up.state = UPLOAD_QUEUED;
 	return STEP_CONTINUE;
@@ -274,9 +293,16 @@ static enum step_result resync(struct worker *w, struct node *n)
 	free(url);
 	switch (o) {
 	case TUS_OK:
+		if (offset > n->up.sent_mark) {
+			fail_upload(e, n,
+				    "HEAD: server claims more bytes than were "
+				    "sent");
+			return STEP_IDLE;
+		}
 		n->up.offset = offset;
 		n->up.declared_length = length;
 		n->up.need_head = false;
+		pthread_cond_broadcast(&e->progress_cv);
 		log_debug("'%s': server offset is %llu", n->name,
 			  (unsigned long long)offset);
 		return STEP_CONTINUE;
@@ -407,6 +433,8 @@ static enum step_result send_step(struct worker *w, struct node *n,
 		free(url);
 		return STEP_IDLE;
 	case TUS_CANCELED:
+		/* Unlink or shutdown; what reached the server is unknown. */
+		n->up.need_head = n->up.url != NULL;
 		break;
 	}
 	free(url);
@@ -437,7 +465,7 @@ static enum step_result process(struct worker *w, struct node *n)
 		struct plan_step step;
 
 		if (n->unlinked) {
-			r = drop_remote(w, n);
+			r = drop_remote(w, n, false);
 			return r == STEP_LATER ? r : STEP_IDLE;
 		}
 		if (n->up.restart) {
@@ -508,6 +536,7 @@ static void *worker_main(void *arg)
 		} while (r == STEP_IDLE && n->up.kicked && e->running);
 		n->up.active = false;
 		w->current = NULL;
+		pthread_cond_broadcast(&e->progress_cv);
 		if (r == STEP_LATER && e->running)
 			enqueue(e, n);
 		catalog_put(e->cat, n);
@@ -522,8 +551,10 @@ int engine_new_upload(struct node *n)
 
 	if (rc < 0)
 		return rc;
-	if (n->up.url || n->up.active)
+	if (n->up.url || n->up.active) {
 		n->up.restart = true;
+		n->up.new_generation = true;
+	}
 	n->up.state = UPLOAD_QUEUED;
 	n->up.err = 0;
 	n->up.sync_target = 0;
@@ -538,16 +569,28 @@ bool engine_can_sync_open(const struct engine *e)
 	return e->server.extensions & TUS_EXT_CREATION_DEFER_LENGTH;
 }
 
-int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target)
+/* Whether fsync's wait for target bytes is over. Lock held. */
+static bool sync_done(const struct engine *e, const struct node *n,
+		      uint64_t target)
 {
-	if (target == 0)
-		return 0;
+	/* A truncation since fsync began lowers what can be confirmed. */
+	uint64_t want = target < n->size ? target : n->size;
+
+	return !e->running || n->unlinked || n->up.state == UPLOAD_FAILED ||
+	       n->up.state == UPLOAD_EMPTY || want == 0 ||
+	       (!n->up.restart && n->up.url && n->up.offset >= want);
+}
+
+int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target,
+			  const struct timespec *deadline)
+{
 	if (n->up.sync_target < target)
 		n->up.sync_target = target;
 	engine_kick(e, n);
-	while (e->running && !n->unlinked && n->up.state != UPLOAD_FAILED &&
-	       (n->up.restart || !n->up.url || n->up.offset < target))
-		pthread_cond_wait(&e->progress_cv, mutex(e));
+	while (!sync_done(e, n, target))
+		if (pthread_cond_timedwait(&e->progress_cv, mutex(e),
+					   deadline) == ETIMEDOUT)
+			return sync_done(e, n, target) ? 0 : -EAGAIN;
 	if (n->up.state == UPLOAD_FAILED || (!e->running && !n->unlinked))
 		return -EIO;
 	return 0;
@@ -576,8 +619,8 @@ struct engine *engine_create(const struct engine_config *cfg,
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->work_cv, &attr);
+	pthread_cond_init(&e->progress_cv, &attr);
 	pthread_condattr_destroy(&attr);
-	pthread_cond_init(&e->progress_cv, NULL);
 	e->cat = cat;
 	e->spool = spool;
 	e->server = cfg->server;

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +297,20 @@ static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	return rc;
 }
 
+/* Undoes make_handle (release, or a failed open). Lock held. */
+static void put_handle(struct tusfs *t, struct handle *h)
+{
+	struct node *n = h->n;
+
+	close(h->fd);
+	n->opens--;
+	/* The last writer's close seals the size: the rest can go. */
+	if (h->writable && --n->writers == 0)
+		engine_kick(t->engine, n);
+	catalog_put(t->cat, n);
+	free(h);
+}
+
 /* Empties n for a new upload generation (O_TRUNC, truncate to 0). */
 static int reset_file(struct node *n, int fd)
 {
@@ -325,9 +340,11 @@ static int tfs_open(const char *path, struct fuse_file_info *fi)
 		rc = make_handle(t, n, 0, fi);
 	if (rc == 0 && writable && (fi->flags & O_TRUNC)) {
 		rc = reset_file(n, handle_of(fi)->fd);
-		if (rc < 0)
+		if (rc < 0) {
 			log_error("'%s': cannot truncate: %s", n->name,
 				  strerror(-rc));
+			put_handle(t, handle_of(fi));
+		}
 	}
 	catalog_unlock(t->cat);
 	return rc;
@@ -398,19 +415,11 @@ static int tfs_flush(const char *path, struct fuse_file_info *fi)
 static int tfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct tusfs *t = fs();
-	struct handle *h = handle_of(fi);
-	struct node *n = h->n;
 
 	(void)path;
-	close(h->fd);
 	catalog_lock(t->cat);
-	n->opens--;
-	/* The last writer's close seals the size: the rest can go. */
-	if (h->writable && --n->writers == 0)
-		engine_kick(t->engine, n);
-	catalog_put(t->cat, n);
+	put_handle(t, handle_of(fi));
 	catalog_unlock(t->cat);
-	free(h);
 	return 0;
 }
 
@@ -419,6 +428,7 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	struct tusfs *t = fs();
 	struct handle *h = handle_of(fi);
 	struct node *n = h->n;
+	uint64_t target;
 	int rc;
 
 	(void)path;
@@ -428,10 +438,24 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 		return 0;
 	catalog_lock(t->cat);
 	/* Without deferred length an open file cannot be confirmed yet. */
-	if (n->writers > 0 && !engine_can_sync_open(t->engine))
-		rc = 0;
-	else
-		rc = engine_wait_confirmed(t->engine, n, n->size);
+	if (n->writers > 0 && !engine_can_sync_open(t->engine)) {
+		catalog_unlock(t->cat);
+		return 0;
+	}
+	target = n->size;
+	do {
+		struct timespec deadline;
+
+		/* Wake each second to notice an interrupt or an unmount. */
+		clock_gettime(CLOCK_MONOTONIC, &deadline);
+		deadline.tv_sec += 1;
+		rc = engine_wait_confirmed(t->engine, n, target, &deadline);
+		if (rc == -EAGAIN && fuse_interrupted())
+			rc = -EINTR;
+		else if (rc == -EAGAIN && fuse_session_exited(fuse_get_session(
+					      fuse_get_context()->fuse)))
+			rc = -EIO;
+	} while (rc == -EAGAIN);
 	catalog_unlock(t->cat);
 	return rc;
 }
@@ -455,6 +479,8 @@ static int tfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		}
 		fd = spool_open(t->spool, n->ino, O_RDWR);
 		rc = fd < 0 ? fd : reset_file(n, fd);
+		if (rc == 0)
+			engine_kick(t->engine, n);
 		goto out;
 	}
 	fd = spool_open(t->spool, n->ino, O_RDWR);

@@ -219,6 +219,9 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 
 static int map_curl_error(CURLcode code, const struct xfer *x)
 {
+	/* The read callback's abort shows as ABORTED_BY_CALLBACK too. */
+	if (x->read_err)
+		return x->read_err;
 	switch (code) {
 	case CURLE_COULDNT_CONNECT:
 		return -ECONNREFUSED;
@@ -237,7 +240,7 @@ static int map_curl_error(CURLcode code, const struct xfer *x)
 	case CURLE_WRITE_ERROR:
 		return x->headers_too_big ? -E2BIG : -ENOMEM;
 	case CURLE_READ_ERROR:
-		return x->read_err ? x->read_err : -EIO;
+		return -EIO;
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
 		return -EKEYREJECTED;

@@ -57,25 +57,30 @@ void log_set_secret(const char *s)
 	secret = (s && *s) ? strdup(s) : NULL;
 }
 
-/* Replaces every occurrence of the secret in msg, in place. */
-static void redact(char *msg)
+/* Copies msg into out (of size n) with every occurrence of the secret
+ * replaced by "***"; truncates rather than overflow. */
+static void redact(const char *msg, char *out, size_t n)
 {
-	size_t n;
-	char *p;
+	size_t slen = secret ? strlen(secret) : 0;
+	size_t o = 0;
 
-	if (!secret)
-		return;
-	n = strlen(secret);
-	while ((p = strstr(msg, secret)) != NULL) {
-		memcpy(p, "***", 3);
-		memmove(p + 3, p + n, strlen(p + n) + 1);
+	while (*msg && o + 1 < n) {
+		if (slen && strncmp(msg, secret, slen) == 0) {
+			for (int i = 0; i < 3 && o + 1 < n; i++)
+				out[o++] = '*';
+			msg += slen;
+		} else {
+			out[o++] = *msg++;
+		}
 	}
+	out[o] = '\0';
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	static const int syslog_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO,
 					  LOG_DEBUG};
+	char raw[2048];
 	char msg[2048];
 	char line[2112];
 	struct timespec ts;
@@ -87,9 +92,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	if (level > current_level)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
-	redact(msg);
+	redact(raw, msg, sizeof(msg));
 
 	if (to_syslog) {
 		syslog(syslog_prio[level], "%s", msg);

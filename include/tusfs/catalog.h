@@ -52,6 +52,8 @@ struct upload {
 	char task_id[META_UUID_LEN + 1];
 	/* The server's copy is stale (rewritten, truncated): start over. */
 	bool restart;
+	/* The restart is a new version (O_TRUNC): keep a complete old one. */
+	bool new_generation;
 	/* The offset must be re-read with HEAD before the next PATCH. */
 	bool need_head;
 	/* In the engine's queue / held by a worker. */

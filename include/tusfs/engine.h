@@ -56,10 +56,13 @@ int engine_new_upload(struct node *n) WARN_UNUSED;
 
 /*
  * fsync: blocks until the server has confirmed the first `target` bytes of
- * n, n's upload failed (-EIO), n was unlinked, or the engine stopped
- * (-EIO). Catalog lock held on entry and exit (released while waiting).
+ * n (or all of it, if it shrank meanwhile): 0. Also returns 0 when n was
+ * unlinked; -EIO when its upload failed or the engine stopped; -EAGAIN at
+ * deadline (CLOCK_MONOTONIC), so the caller can check for an interrupt or
+ * a shutdown and wait again. Catalog lock held on entry and exit.
  */
-int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target);
+int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target,
+			  const struct timespec *deadline);
 
 /* Whether the server can confirm bytes of a file still open for writing. */
 bool engine_can_sync_open(const struct engine *e);

@@ -584,9 +584,11 @@ static bool sync_done(const struct engine *e, const struct node *n,
 int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target,
 			  const struct timespec *deadline)
 {
-	if (n->up.sync_target < target)
+	/* Only a new target is news for the engine; re-waits stay quiet. */
+	if (n->up.sync_target < target) {
 		n->up.sync_target = target;
-	engine_kick(e, n);
+		engine_kick(e, n);
+	}
 	while (!sync_done(e, n, target))
 		if (pthread_cond_timedwait(&e->progress_cv, mutex(e),
 					   deadline) == ETIMEDOUT)

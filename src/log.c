@@ -57,8 +57,10 @@ void log_set_secret(const char *s)
 	secret = (s && *s) ? strdup(s) : NULL;
 }
 
-/* Copies msg into out (of size n) with every occurrence of the secret
- * replaced by "***"; truncates rather than overflow. */
+/*
+ * Copies msg into out (of size n) with every occurrence of the secret
+ * replaced by "***"; truncates rather than overflow.
+ */
 static void redact(const char *msg, char *out, size_t n)
 {
 	size_t slen = secret ? strlen(secret) : 0;

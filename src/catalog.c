@@ -32,8 +32,9 @@ const char *upload_state_name(enum upload_state s)
 	return names[s];
 }
 
-static struct node *node_new(struct catalog *cat, const char *name, mode_t mode,
-			     uid_t uid, gid_t gid)
+struct node *catalog_new_node(struct catalog *cat, uint64_t ino,
+			      const char *name, mode_t mode, uid_t uid,
+			      gid_t gid)
 {
 	struct node *n = calloc(1, sizeof(*n));
 
@@ -44,7 +45,7 @@ static struct node *node_new(struct catalog *cat, const char *name, mode_t mode,
 		free(n);
 		return NULL;
 	}
-	n->ino = cat->next_ino++;
+	n->ino = ino ? ino : cat->next_ino++;
 	n->mode = mode;
 	n->uid = uid;
 	n->gid = gid;
@@ -71,7 +72,7 @@ struct catalog *catalog_create(uid_t uid, gid_t gid, uint64_t first_ino,
 		return NULL;
 	pthread_mutex_init(&cat->lock, NULL);
 	cat->next_ino = CATALOG_ROOT_INO;
-	cat->root = node_new(cat, "", S_IFDIR | 0755, uid, gid);
+	cat->root = catalog_new_node(cat, 0, "", S_IFDIR | 0755, uid, gid);
 	if (!cat->root) {
 		free(cat);
 		return NULL;
@@ -188,6 +189,33 @@ int catalog_lookup_parent(struct catalog *cat, const char *path,
 	return 0;
 }
 
+int catalog_attach(struct node *dir, struct node *n)
+{
+	if (catalog_child(dir, n->name))
+		return -EEXIST;
+	n->parent = dir;
+	n->next = dir->children;
+	dir->children = n;
+	return 0;
+}
+
+void catalog_reserve_ino(struct catalog *cat, uint64_t ino)
+{
+	if (cat->next_ino <= ino)
+		cat->next_ino = ino + 1;
+}
+
+int catalog_set_name(struct node *n, const char *name)
+{
+	char *copy = strdup(name);
+
+	if (!copy)
+		return -ENOMEM;
+	free(n->name);
+	n->name = copy;
+	return 0;
+}
+
 int catalog_add(struct catalog *cat, struct node *dir, const char *name,
 		mode_t mode, uid_t uid, gid_t gid, struct node **out)
 {
@@ -195,26 +223,38 @@ int catalog_add(struct catalog *cat, struct node *dir, const char *name,
 
 	if (catalog_child(dir, name))
 		return -EEXIST;
-	n = node_new(cat, name, mode, uid, gid);
+	n = catalog_new_node(cat, 0, name, mode, uid, gid);
 	if (!n)
 		return -ENOMEM;
-	n->parent = dir;
-	n->next = dir->children;
-	dir->children = n;
+	catalog_attach(dir, n);
 	catalog_touch(dir);
 	*out = n;
 	return 0;
 }
 
-static void detach(struct node *n)
+void catalog_detach(struct node *n)
 {
 	struct node **pp = &n->parent->children;
 
 	while (*pp != n)
 		pp = &(*pp)->next;
 	*pp = n->next;
-	catalog_touch(n->parent);
 	n->next = NULL;
+	n->parent = NULL;
+}
+
+void catalog_discard(struct node *n)
+{
+	node_free(n);
+}
+
+/* Detaches n; a directory's times change with its entries. */
+static void detach(struct node *n)
+{
+	struct node *dir = n->parent;
+
+	catalog_detach(n);
+	catalog_touch(dir);
 }
 
 void catalog_unlink(struct catalog *cat, struct node *n)

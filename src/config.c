@@ -32,6 +32,8 @@ static const struct fuse_opt opt_spec[] = {
     OPT("auth_file=%s", auth_file),
     OPT("log_level=%s", log_level_opt),
     OPT("fsync=%s", fsync_opt),
+    OPT("cache_size=%s", cache_size_opt),
+    OPT("stall_timeout=%s", stall_timeout_opt),
     FUSE_OPT_END,
 };
 
@@ -110,6 +112,8 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 	cfg->chunk_size = CONFIG_DEFAULT_CHUNK;
 	cfg->max_uploads = CONFIG_DEFAULT_UPLOADS;
 	cfg->log_level = LOG_LEVEL_INFO;
+	cfg->cache_size = CONFIG_DEFAULT_CACHE;
+	cfg->stall_timeout_s = CONFIG_DEFAULT_STALL_S;
 	if (fuse_opt_parse(args, cfg, opt_spec, opt_proc) < 0)
 		return -EINVAL;
 	if (cfg->chunk_size_opt &&
@@ -128,6 +132,22 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 			return -EINVAL;
 		}
 		cfg->max_uploads = (unsigned)n;
+	}
+	if (cfg->cache_size_opt &&
+	    config_parse_size(cfg->cache_size_opt, &cfg->cache_size) < 0) {
+		complain("invalid cache_size '%s' (e.g. 0, 500M, 2G)",
+			 cfg->cache_size_opt);
+		return -EINVAL;
+	}
+	if (cfg->stall_timeout_opt) {
+		if (config_parse_size(cfg->stall_timeout_opt, &n) < 0 ||
+		    n < 1 || n > 3600) {
+			complain("invalid stall_timeout '%s' (1 to 3600 "
+				 "seconds)",
+				 cfg->stall_timeout_opt);
+			return -EINVAL;
+		}
+		cfg->stall_timeout_s = (long)n;
 	}
 	if (cfg->log_level_opt &&
 	    log_level_parse(cfg->log_level_opt, &cfg->log_level) < 0) {
@@ -286,6 +306,8 @@ void config_clear(struct config *cfg)
 	free(cfg->max_uploads_opt);
 	free(cfg->log_level_opt);
 	free(cfg->fsync_opt);
+	free(cfg->cache_size_opt);
+	free(cfg->stall_timeout_opt);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -311,6 +333,10 @@ void config_print_help(void)
 	    "    -o log_level=LEVEL     error, warn, info (default), debug\n"
 	    "    -o fsync=MODE          remote (default): fsync waits for the\n"
 	    "                           server; local: only syncs the spool\n"
+	    "    -o cache_size=SIZE     spool of uploaded files kept for\n"
+	    "                           reading back (default 1G; 0: none)\n"
+	    "    -o stall_timeout=S     abort and retry a transfer with no\n"
+	    "                           progress for S seconds (default 60)\n"
 	    "    -V, --version          print versions and exit\n"
 	    "\n");
 }

@@ -28,6 +28,7 @@
  */
 #include "tusfs_setup.h"
 #include "tusfs/engine.h"
+#include "tusfs/journal.h"
 #include "tusfs/log.h"
 #include "tusfs/meta.h"
 #include "tusfs/plan.h"
@@ -51,12 +52,12 @@ struct worker {
 	pthread_t thread;
 	struct http *http;
 	struct tus_client *tus;
-	struct node *current; /* protected by catalog lock */
 };
 
 struct engine {
 	struct catalog *cat;
 	struct spool *spool;
+	struct journal *journal;
 	char *endpoint;
 	char *language;
 	struct http_curl_config http; /* strings borrowed from the config */
@@ -69,6 +70,13 @@ struct engine {
 	pthread_cond_t progress_cv; /* fsync waits here for confirmations */
 	struct node *qhead, *qtail; /* protected by catalog lock */
 	bool running;		    /* protected by catalog lock */
+	bool stopped;		    /* protected by catalog lock */
+	/* Set at shutdown: every request in flight gives up. */
+	atomic_int abort_all;
+	/* Completed files whose spool is kept, least recently completed
+	 * first; protected by catalog lock. */
+	struct node *cache_head, *cache_tail;
+	uint64_t cache_bytes, cache_size;
 };
 
 enum step_result {
@@ -98,7 +106,9 @@ static void enqueue(struct engine *e, struct node *n)
 
 void engine_kick(struct engine *e, struct node *n)
 {
-	if (!e->running)
+	/* Before engine_start the queue fills (restored uploads); after
+	 * engine_stop nothing is taken on. */
+	if (e->stopped)
 		return;
 	if (n->unlinked) {
 		/* No backoff for a goodbye; and fsync on it returns now. */
@@ -158,10 +168,11 @@ static void fail_upload(struct engine *e, struct node *n, const char *msg)
 	n->up.err = -EIO;
 	set_message(n, msg);
 	log_error("'%s': upload failed: %s", n->name, msg);
+	journal_mark(e->journal, n);
 	pthread_cond_broadcast(&e->progress_cv);
 }
 
-static enum step_result schedule_retry(struct node *n,
+static enum step_result schedule_retry(struct engine *e, struct node *n,
 				       const struct tus_status *st)
 {
 	unsigned shift = n->up.attempts < 7 ? n->up.attempts : 6;
@@ -190,13 +201,14 @@ static enum step_result schedule_retry(struct node *n,
 	n->up.state = UPLOAD_RETRYING;
 	n->up.need_head = n->up.url != NULL;
 	set_message(n, st->message);
+	journal_mark(e->journal, n);
 	log_warn("'%s': %s; retry %u in %ld ms", n->name, st->message,
 		 n->up.attempts, ms);
 	return STEP_LATER;
 }
 
 /* Forgets the server's copy so the next step creates a new upload. */
-static void forget_upload(struct node *n)
+static void forget_upload(struct engine *e, struct node *n)
 {
 	free(n->up.url);
 	n->up.url = NULL;
@@ -204,6 +216,7 @@ static void forget_upload(struct node *n)
 	n->up.sent_mark = 0;
 	n->up.declared_length = TUS_LENGTH_UNKNOWN;
 	n->up.need_head = false;
+	journal_mark(e->journal, n);
 }
 
 static bool upload_complete(const struct node *n)
@@ -227,7 +240,7 @@ static enum step_result drop_remote(struct worker *w, struct node *n,
 
 	if (!n->up.url || (upload_complete(n) && !even_complete) ||
 	    !(e->server.extensions & TUS_EXT_TERMINATION)) {
-		forget_upload(n);
+		forget_upload(e, n);
 		return STEP_CONTINUE;
 	}
 	url = strdup(n->up.url);
@@ -238,7 +251,7 @@ static enum step_result drop_remote(struct worker *w, struct node *n,
 	pthread_mutex_lock(mutex(e));
 	if (o == TUS_RETRY && n->up.attempts < HOT_RETRIES + 2) {
 		free(url);
-		return schedule_retry(n, &st);
+		return schedule_retry(e, n, &st);
 	}
 	if (o == TUS_OK)
 		log_info("'%s': terminated %s", n->name, url);
@@ -246,7 +259,7 @@ static enum step_result drop_remote(struct worker *w, struct node *n,
 		log_warn("'%s': could not terminate %s: %s", n->name, url,
 			 st.message);
 	free(url);
-	forget_upload(n);
+	forget_upload(e, n);
 	return STEP_CONTINUE;
 }
 
@@ -272,6 +285,7 @@ static enum step_result restart(struct worker *w, struct node *n)
 	n->up.new_generation = false;
 	n->up.attempts = 0;
 	n->up.state = UPLOAD_QUEUED;
+	journal_mark(w->e->journal, n);
 	return STEP_CONTINUE;
 }
 
@@ -302,6 +316,7 @@ static enum step_result resync(struct worker *w, struct node *n)
 		n->up.offset = offset;
 		n->up.declared_length = length;
 		n->up.need_head = false;
+		journal_mark(e->journal, n);
 		pthread_cond_broadcast(&e->progress_cv);
 		log_debug("'%s': server offset is %llu", n->name,
 			  (unsigned long long)offset);
@@ -309,7 +324,7 @@ static enum step_result resync(struct worker *w, struct node *n)
 	case TUS_GONE:
 		log_warn("'%s': %s; uploading again from the spool", n->name,
 			 st.message);
-		forget_upload(n);
+		forget_upload(e, n);
 		return STEP_CONTINUE;
 	case TUS_FATAL:
 		fail_upload(e, n, st.message);
@@ -317,7 +332,7 @@ static enum step_result resync(struct worker *w, struct node *n)
 	case TUS_CANCELED:
 		return STEP_CONTINUE;
 	default:
-		return schedule_retry(n, &st);
+		return schedule_retry(e, n, &st);
 	}
 }
 
@@ -360,12 +375,30 @@ static enum step_result send_step(struct worker *w, struct node *n,
 	uint64_t offset = 0;
 	char *new_url = NULL;
 
+	/* The URL must survive a crash before the first PATCH goes: a lost
+	 * URL means sending every byte again. */
+	if (!create && !n->up.url_durable) {
+		int rc;
+
+		free(url);
+		rc = journal_sync(e->journal, n);
+		if (rc < 0) {
+			st.err = rc;
+			snprintf(st.message, sizeof(st.message),
+				 "cannot save the upload URL: %s",
+				 strerror(-rc));
+			return schedule_retry(e, n, &st);
+		}
+		/* The lock was dropped: plan again from what is now. */
+		n->up.url_durable = n->up.url != NULL;
+		return STEP_CONTINUE;
+	}
 	if ((create && !meta) || (!create && !url)) {
 		free(url);
 		free(meta);
 		st.err = -ENOMEM;
 		strcpy(st.message, "out of memory");
-		return schedule_retry(n, &st);
+		return schedule_retry(e, n, &st);
 	}
 	if (n->up.sent_mark < step->offset + step->body_len)
 		n->up.sent_mark = step->offset + step->body_len;
@@ -404,6 +437,7 @@ static enum step_result send_step(struct worker *w, struct node *n,
 	case TUS_OK:
 		if (create) {
 			n->up.url = new_url;
+			n->up.url_durable = false;
 			log_debug("'%s': created %s", n->name, new_url);
 		}
 		n->up.offset = offset;
@@ -411,6 +445,7 @@ static enum step_result send_step(struct worker *w, struct node *n,
 			n->up.declared_length = step->length;
 		n->up.attempts = 0;
 		set_message(n, NULL);
+		journal_mark(e->journal, n);
 		pthread_cond_broadcast(&e->progress_cv);
 		break;
 	case TUS_CONFLICT:
@@ -418,16 +453,16 @@ static enum step_result send_step(struct worker *w, struct node *n,
 		log_warn("'%s': %s", n->name, st.message);
 		if (++n->up.attempts > HOT_RETRIES) {
 			free(url);
-			return schedule_retry(n, &st);
+			return schedule_retry(e, n, &st);
 		}
 		if (o == TUS_GONE)
-			forget_upload(n);
+			forget_upload(e, n);
 		else
 			n->up.need_head = true;
 		break;
 	case TUS_RETRY:
 		free(url);
-		return schedule_retry(n, &st);
+		return schedule_retry(e, n, &st);
 	case TUS_FATAL:
 		fail_upload(e, n, st.message);
 		free(url);
@@ -441,6 +476,66 @@ static enum step_result send_step(struct worker *w, struct node *n,
 	return STEP_CONTINUE;
 }
 
+/* Drops n's spool from the cache list (it is rewritten, or gone). */
+static void cache_drop(struct engine *e, struct node *n)
+{
+	if (!n->up.cached)
+		return;
+	if (n->up.cprev)
+		n->up.cprev->up.cnext = n->up.cnext;
+	else
+		e->cache_head = n->up.cnext;
+	if (n->up.cnext)
+		n->up.cnext->up.cprev = n->up.cprev;
+	else
+		e->cache_tail = n->up.cprev;
+	n->up.cprev = n->up.cnext = NULL;
+	n->up.cached = false;
+	e->cache_bytes -= n->size;
+	catalog_put(e->cat, n);
+}
+
+/*
+ * Keeps a completed file's spool for reading back, releasing the oldest
+ * ones past the budget. The unlink happens under the lock, so an O_TRUNC
+ * reopen (which leaves the list under the same lock) can never lose its
+ * new bytes to a late eviction.
+ */
+static void cache_add(struct engine *e, struct node *n)
+{
+	if (n->up.cached || n->size == 0)
+		return;
+	catalog_get(n);
+	n->up.cached = true;
+	n->up.cprev = e->cache_tail;
+	n->up.cnext = NULL;
+	if (e->cache_tail)
+		e->cache_tail->up.cnext = n;
+	else
+		e->cache_head = n;
+	e->cache_tail = n;
+	e->cache_bytes += n->size;
+	while (e->cache_bytes > e->cache_size && e->cache_head) {
+		struct node *old = e->cache_head;
+
+		log_debug("'%s': releasing its spool (uploaded)", old->name);
+		spool_remove(e->spool, old->ino);
+		cache_drop(e, old);
+	}
+}
+
+int engine_release_cache(struct engine *e)
+{
+	int released = 0;
+
+	while (e->cache_head) {
+		spool_remove(e->spool, e->cache_head->ino);
+		cache_drop(e, e->cache_head);
+		released++;
+	}
+	return released;
+}
+
 static void finish(struct engine *e, struct node *n)
 {
 	if (n->up.url) {
@@ -448,10 +543,56 @@ static void finish(struct engine *e, struct node *n)
 			log_info("'%s': uploaded %llu bytes to %s", n->name,
 				 (unsigned long long)n->size, n->up.url);
 		n->up.state = UPLOAD_UPLOADED;
+		cache_add(e, n);
 	} else {
 		n->up.state = UPLOAD_EMPTY;
 	}
+	journal_mark(e->journal, n);
 	pthread_cond_broadcast(&e->progress_cv);
+}
+
+/*
+ * Takes the xxh3 fingerprint of a sealed spool (journaled, so a later
+ * mount can tell the spool is still what was written), or, for a restored
+ * file, checks it. Lock dropped while reading.
+ */
+static enum step_result fingerprint(struct worker *w, struct node *n)
+{
+	struct engine *e = w->e;
+	bool verify = n->up.verify;
+	uint64_t gen = n->up.content_gen;
+	uint64_t len = verify ? n->up.fp_size : n->size;
+	uint64_t hash = 0;
+	int rc;
+
+	pthread_mutex_unlock(mutex(e));
+	rc = spool_hash(e->spool, n->ino, len, &hash, &e->abort_all);
+	pthread_mutex_lock(mutex(e));
+	if (rc == -ECANCELED || n->up.content_gen != gen)
+		return STEP_CONTINUE; /* unlinked, stopped or rewritten */
+	if (verify) {
+		n->up.verify = false;
+		if (rc < 0 || hash != n->up.fp_hash || len != n->size) {
+			fail_upload(e, n,
+				    "the spool file no longer matches what "
+				    "was written (xxh3 fingerprint differs); "
+				    "not sending it");
+			return STEP_IDLE;
+		}
+		return STEP_CONTINUE;
+	}
+	if (rc < 0) {
+		struct tus_status st = {.err = rc, .retry_after = -1};
+
+		snprintf(st.message, sizeof(st.message),
+			 "cannot read the spool file: %s", strerror(-rc));
+		return schedule_retry(e, n, &st);
+	}
+	n->up.fp_valid = true;
+	n->up.fp_size = len;
+	n->up.fp_hash = hash;
+	journal_mark(e->journal, n);
+	return STEP_CONTINUE;
 }
 
 /* Drives n until it has nothing to send right now. Lock held. */
@@ -465,6 +606,7 @@ static enum step_result process(struct worker *w, struct node *n)
 		struct plan_step step;
 
 		if (n->unlinked) {
+			cache_drop(e, n);
 			r = drop_remote(w, n, false);
 			return r == STEP_LATER ? r : STEP_IDLE;
 		}
@@ -474,6 +616,11 @@ static enum step_result process(struct worker *w, struct node *n)
 		}
 		if (n->up.state == UPLOAD_FAILED)
 			return STEP_IDLE;
+		if (n->writers == 0 && n->size > 0 && !upload_complete(n) &&
+		    (n->up.verify || !n->up.fp_valid)) {
+			r = fingerprint(w, n);
+			continue;
+		}
 		if (n->up.need_head && n->up.url) {
 			r = resync(w, n);
 			continue;
@@ -529,13 +676,11 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		n->up.active = true;
-		w->current = n;
 		do {
 			n->up.kicked = false;
 			r = process(w, n);
 		} while (r == STEP_IDLE && n->up.kicked && e->running);
 		n->up.active = false;
-		w->current = NULL;
 		pthread_cond_broadcast(&e->progress_cv);
 		if (r == STEP_LATER && e->running)
 			enqueue(e, n);
@@ -545,12 +690,16 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int engine_new_upload(struct node *n)
+int engine_new_upload(struct engine *e, struct node *n)
 {
 	int rc = meta_uuid4(n->up.task_id);
 
 	if (rc < 0)
 		return rc;
+	cache_drop(e, n);
+	n->up.fp_valid = false;
+	n->up.verify = false;
+	n->up.content_gen++;
 	if (n->up.url || n->up.active) {
 		n->up.restart = true;
 		n->up.new_generation = true;
@@ -561,7 +710,36 @@ int engine_new_upload(struct node *n)
 	n->up.attempts = 0;
 	n->up.not_before = (struct timespec){0};
 	set_message(n, NULL);
+	journal_mark(e->journal, n);
 	return 0;
+}
+
+static void resume_tree(struct engine *e, struct node *dir)
+{
+	for (struct node *n = dir->children; n; n = n->next) {
+		if (S_ISDIR(n->mode)) {
+			resume_tree(e, n);
+			continue;
+		}
+		switch (n->up.state) {
+		case UPLOAD_UPLOADED:
+			if (spool_size(e->spool, n->ino) == (int64_t)n->size)
+				cache_add(e, n);
+			break;
+		case UPLOAD_EMPTY:
+		case UPLOAD_FAILED:
+			break;
+		default:
+			engine_kick(e, n);
+		}
+	}
+}
+
+void engine_resume(struct engine *e)
+{
+	pthread_mutex_lock(mutex(e));
+	resume_tree(e, catalog_root(e->cat));
+	pthread_mutex_unlock(mutex(e));
 }
 
 bool engine_can_sync_open(const struct engine *e)
@@ -625,10 +803,13 @@ struct engine *engine_create(const struct engine_config *cfg,
 	pthread_condattr_destroy(&attr);
 	e->cat = cat;
 	e->spool = spool;
+	e->journal = cfg->journal;
+	e->cache_size = cfg->cache_size;
 	e->server = cfg->server;
 	e->chunk_size = cfg->chunk_size;
 	e->nworkers = cfg->workers;
 	e->http = cfg->http;
+	e->http.abort_all = &e->abort_all;
 	e->endpoint = dup_or_null(cfg->endpoint, &failed);
 	e->language = dup_or_null(cfg->language, &failed);
 	e->workers = calloc(cfg->workers, sizeof(*e->workers));
@@ -670,9 +851,10 @@ void engine_stop(struct engine *e)
 {
 	pthread_mutex_lock(mutex(e));
 	e->running = false;
-	for (unsigned i = 0; i < e->started; i++)
-		if (e->workers[i].current)
-			atomic_store(&e->workers[i].current->up.cancel, 1);
+	e->stopped = true;
+	/* Abort, not await: what reached the server is read back with HEAD
+	 * at the next mount. */
+	atomic_store(&e->abort_all, 1);
 	pthread_cond_broadcast(&e->work_cv);
 	pthread_cond_broadcast(&e->progress_cv);
 	pthread_mutex_unlock(mutex(e));
@@ -694,6 +876,8 @@ void engine_free(struct engine *e)
 		catalog_put(e->cat, n);
 	}
 	e->qtail = NULL;
+	while (e->cache_head)
+		cache_drop(e, e->cache_head);
 	pthread_mutex_unlock(mutex(e));
 	for (unsigned i = 0; e->workers && i < e->nworkers; i++) {
 		tus_client_free(e->workers[i].tus);

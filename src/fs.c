@@ -7,6 +7,7 @@
  */
 #include "tusfs_setup.h"
 #include "tusfs/fs.h"
+#include "tusfs/journal.h"
 #include "tusfs/log.h"
 
 #include <errno.h>
@@ -16,7 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+/* Spool space kept free so journal records can still be written when a
+ * writer fills the disk. */
+#define SPOOL_RESERVE (4 * 1024 * 1024)
 
 /* An open file: the node it pins and its own spool descriptor. */
 struct handle {
@@ -158,6 +164,8 @@ static int tfs_mkdir(const char *path, mode_t mode)
 	if (rc == 0)
 		rc = catalog_add(t->cat, parent, name, S_IFDIR | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);
+	if (rc == 0)
+		journal_mark(t->journal, n);
 	catalog_unlock(t->cat);
 	return rc;
 }
@@ -176,8 +184,10 @@ static int tfs_rmdir(const char *path)
 		rc = -EBUSY;
 	else if (rc == 0 && n->children)
 		rc = -ENOTEMPTY;
-	if (rc == 0)
+	if (rc == 0) {
+		journal_mark(t->journal, n);
 		catalog_unlink(t->cat, n);
+	}
 	catalog_unlock(t->cat);
 	return rc;
 }
@@ -196,6 +206,7 @@ static int tfs_unlink(const char *path)
 		/* Stop the bytes on the wire; the engine ends the upload. */
 		catalog_get(n);
 		atomic_store(&n->up.cancel, 1);
+		journal_mark(t->journal, n);
 		catalog_unlink(t->cat, n);
 		engine_kick(t->engine, n);
 		catalog_put(t->cat, n);
@@ -236,12 +247,15 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 			rc = -ENOTEMPTY;
 		if (rc < 0)
 			goto out;
+		journal_mark(t->journal, victim);
 		if (S_ISREG(victim->mode)) {
 			atomic_store(&victim->up.cancel, 1);
 			engine_kick(t->engine, victim);
 		}
 	}
 	rc = catalog_rename(t->cat, n, dir, name);
+	if (rc == 0)
+		journal_mark(t->journal, n);
 out:
 	catalog_unlock(t->cat);
 	return rc;
@@ -256,6 +270,11 @@ static int make_handle(struct tusfs *t, struct node *n, int flags,
 	if (!h)
 		return -ENOMEM;
 	h->fd = spool_open(t->spool, n->ino, O_RDWR | flags);
+	if (h->fd == -ENOENT && n->up.state == UPLOAD_UPLOADED) {
+		/* Released from the cache: the bytes are on the server only. */
+		free(h);
+		return -ENODATA;
+	}
 	if (h->fd < 0) {
 		int rc = h->fd;
 
@@ -288,7 +307,7 @@ static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 		rc = catalog_add(t->cat, parent, name, S_IFREG | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);
 	if (rc == 0)
-		rc = engine_new_upload(n);
+		rc = engine_new_upload(t->engine, n);
 	if (rc == 0)
 		rc = make_handle(t, n, O_CREAT | O_TRUNC, fi);
 	if (rc < 0 && n)
@@ -305,20 +324,22 @@ static void put_handle(struct tusfs *t, struct handle *h)
 	close(h->fd);
 	n->opens--;
 	/* The last writer's close seals the size: the rest can go. */
-	if (h->writable && --n->writers == 0)
+	if (h->writable && --n->writers == 0) {
+		journal_mark(t->journal, n);
 		engine_kick(t->engine, n);
+	}
 	catalog_put(t->cat, n);
 	free(h);
 }
 
 /* Empties n for a new upload generation (O_TRUNC, truncate to 0). */
-static int reset_file(struct node *n, int fd)
+static int reset_file(struct tusfs *t, struct node *n, int fd)
 {
 	if (ftruncate(fd, 0) < 0)
 		return -errno;
 	n->size = 0;
 	catalog_touch(n);
-	return engine_new_upload(n);
+	return engine_new_upload(t->engine, n);
 }
 
 static int tfs_open(const char *path, struct fuse_file_info *fi)
@@ -337,9 +358,10 @@ static int tfs_open(const char *path, struct fuse_file_info *fi)
 	    n->up.state == UPLOAD_UPLOADED)
 		rc = -EPERM;
 	if (rc == 0)
-		rc = make_handle(t, n, 0, fi);
+		rc = make_handle(
+		    t, n, writable && (fi->flags & O_TRUNC) ? O_CREAT : 0, fi);
 	if (rc == 0 && writable && (fi->flags & O_TRUNC)) {
-		rc = reset_file(n, handle_of(fi)->fd);
+		rc = reset_file(t, n, handle_of(fi)->fd);
 		if (rc < 0) {
 			log_error("'%s': cannot truncate: %s", n->name,
 				  strerror(-rc));
@@ -362,6 +384,52 @@ static int tfs_read(const char *path, char *buf, size_t size, off_t off,
 	return r < 0 ? -errno : (int)r;
 }
 
+/*
+ * Refuses a write that would leave less than SPOOL_RESERVE free on the
+ * spool's filesystem, after releasing completed files' spools. Lock held.
+ */
+static int reserve_space(struct tusfs *t, uint64_t grow)
+{
+	struct statvfs st;
+
+	for (int pass = 0; pass < 2; pass++) {
+		if (spool_statfs(t->spool, &st) < 0)
+			return 0; /* let the write itself tell */
+		if ((uint64_t)st.f_bavail * st.f_frsize >= grow + SPOOL_RESERVE)
+			return 0;
+		if (pass == 0 && engine_release_cache(t->engine) == 0)
+			break;
+	}
+	return -ENOSPC;
+}
+
+/*
+ * Readies n for a write of [off, end), before any byte lands in the spool.
+ * Rewriting bytes the server may hold, or changing a fingerprinted spool,
+ * is journaled first: after a crash the journal must never vouch for
+ * bytes that are no longer in the spool. Lock held.
+ */
+static int before_write(struct tusfs *t, struct node *n, uint64_t off,
+			uint64_t end)
+{
+	bool rewrite = off < n->up.sent_mark && !n->up.restart;
+
+	if (rewrite)
+		n->up.restart = true;
+	if (rewrite || n->up.fp_valid) {
+		int rc;
+
+		n->up.fp_valid = false;
+		n->up.verify = false;
+		rc = journal_sync(t->journal, n);
+		if (rc < 0)
+			return rc;
+	}
+	if (end > n->size)
+		return reserve_space(t, end - n->size);
+	return 0;
+}
+
 static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -374,11 +442,17 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	(void)path;
 	if (t->server.max_size && end > t->server.max_size)
 		return -EFBIG;
-	rc = spool_pwrite(h->fd, buf, size, off);
+	catalog_lock(t->cat);
+	rc = before_write(t, n, (uint64_t)off, end);
+	catalog_unlock(t->cat);
+	if (rc == 0)
+		rc = spool_pwrite(h->fd, buf, size, off);
 	if (rc < 0)
 		return rc;
 
 	catalog_lock(t->cat);
+	n->up.content_gen++;
+	n->up.fp_valid = false;
 	if (end > n->size) {
 		bool crossed = end / t->chunk_size > n->size / t->chunk_size;
 
@@ -386,10 +460,8 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 		if (crossed)
 			engine_kick(t->engine, n);
 	}
-	if ((uint64_t)off < n->up.sent_mark) {
-		n->up.restart = true;
+	if (n->up.restart)
 		engine_kick(t->engine, n);
-	}
 	clock_gettime(CLOCK_REALTIME, &n->mtime);
 	n->ctime = n->mtime;
 	catalog_unlock(t->cat);
@@ -434,13 +506,17 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	(void)path;
 	if ((datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
 		return -errno;
-	if (t->fsync_local)
-		return 0;
 	catalog_lock(t->cat);
+	if (t->fsync_local) {
+		rc = journal_sync(t->journal, n);
+		catalog_unlock(t->cat);
+		return rc;
+	}
 	/* Without deferred length an open file cannot be confirmed yet. */
 	if (n->writers > 0 && !engine_can_sync_open(t->engine)) {
+		rc = journal_sync(t->journal, n);
 		catalog_unlock(t->cat);
-		return 0;
+		return rc;
 	}
 	target = n->size;
 	do {
@@ -456,6 +532,8 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 					      fuse_get_context()->fuse)))
 			rc = -EIO;
 	} while (rc == -EAGAIN);
+	if (rc == 0)
+		rc = journal_sync(t->journal, n);
 	catalog_unlock(t->cat);
 	return rc;
 }
@@ -477,8 +555,8 @@ static int tfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 			rc = -EPERM;
 			goto out;
 		}
-		fd = spool_open(t->spool, n->ino, O_RDWR);
-		rc = fd < 0 ? fd : reset_file(n, fd);
+		fd = spool_open(t->spool, n->ino, O_RDWR | O_CREAT);
+		rc = fd < 0 ? fd : reset_file(t, n, fd);
 		if (rc == 0)
 			engine_kick(t->engine, n);
 		goto out;
@@ -491,8 +569,11 @@ static int tfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	if ((uint64_t)size < n->up.sent_mark)
 		n->up.restart = true;
 	n->size = (uint64_t)size;
+	n->up.content_gen++;
+	n->up.fp_valid = false;
 	clock_gettime(CLOCK_REALTIME, &n->mtime);
 	n->ctime = n->mtime;
+	journal_mark(t->journal, n);
 	engine_kick(t->engine, n);
 out:
 	if (fd >= 0)
@@ -512,6 +593,7 @@ static int tfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 	if (rc == 0) {
 		n->mode = (n->mode & S_IFMT) | (mode & 07777);
 		clock_gettime(CLOCK_REALTIME, &n->ctime);
+		journal_mark(t->journal, n);
 	}
 	catalog_unlock(t->cat);
 	return rc;
@@ -537,6 +619,7 @@ static int tfs_chown(const char *path, uid_t uid, gid_t gid,
 		if (gid != (gid_t)-1)
 			n->gid = gid;
 		clock_gettime(CLOCK_REALTIME, &n->ctime);
+		journal_mark(t->journal, n);
 	}
 	catalog_unlock(t->cat);
 	return rc;
@@ -565,6 +648,7 @@ static int tfs_utimens(const char *path, const struct timespec tv[2],
 		set_time(&n->atime, &tv[0]);
 		set_time(&n->mtime, &tv[1]);
 		clock_gettime(CLOCK_REALTIME, &n->ctime);
+		journal_mark(t->journal, n);
 	}
 	catalog_unlock(t->cat);
 	return rc;

@@ -35,10 +35,12 @@ struct http_curl {
 	bool insecure;
 	long connect_timeout_s;
 	long stall_timeout_s;
+	const atomic_int *abort_all;
 };
 
 /* State of one transfer, shared with libcurl's callbacks. */
 struct xfer {
+	const struct http_curl *hc;
 	const struct http_request *req;
 	struct http_response *resp;
 	uint64_t sent;
@@ -214,6 +216,8 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
+	if (x->hc->abort_all && atomic_load(x->hc->abort_all))
+		return 1;
 	return x->req->cancel && atomic_load(x->req->cancel) ? 1 : 0;
 }
 
@@ -315,7 +319,7 @@ static int curl_perform(struct http *h, const struct http_request *req,
 {
 	struct http_curl *hc = (struct http_curl *)h;
 	CURL *easy = hc->easy;
-	struct xfer x = {.req = req, .resp = resp};
+	struct xfer x = {.hc = hc, .req = req, .resp = resp};
 	char errbuf[CURL_ERROR_SIZE] = "";
 	bool is_head = strcmp(req->method, "HEAD") == 0;
 	/* POST and PATCH always carry a Content-Length, if only of 0. */
@@ -406,6 +410,7 @@ struct http *http_curl_create(const struct http_curl_config *cfg)
 	hc->insecure = cfg->insecure;
 	hc->connect_timeout_s = cfg->connect_timeout_s;
 	hc->stall_timeout_s = cfg->stall_timeout_s;
+	hc->abort_all = cfg->abort_all;
 	if (!hc->easy)
 		goto fail;
 	if (cfg->token && *cfg->token) {

@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #define CONNECT_TIMEOUT_S 15
-#define STALL_TIMEOUT_S	  60
 
 static void remove_spool_file(struct node *n, void *arg)
 {
@@ -77,17 +76,19 @@ static int run(struct config *cfg, struct fuse_args *args,
 	struct http_curl_config hc = {
 	    .token = cfg->token,
 	    .connect_timeout_s = CONNECT_TIMEOUT_S,
-	    .stall_timeout_s = STALL_TIMEOUT_S,
+	    .stall_timeout_s = cfg->stall_timeout_s,
 	};
 	struct engine_config ec = {
 	    .endpoint = cfg->endpoint,
 	    .chunk_size = cfg->chunk_size,
 	    .workers = cfg->max_uploads,
 	    .language = cfg->language,
+	    .cache_size = cfg->cache_size,
 	};
 	struct tusfs t = {.chunk_size = cfg->chunk_size,
 			  .fsync_local = cfg->fsync_local};
 	char origin[512];
+	struct journal_stats js;
 	struct fuse *fuse = NULL;
 	uint64_t max_id = 0;
 	int rc;
@@ -115,9 +116,17 @@ static int run(struct config *cfg, struct fuse_args *args,
 			       remove_spool_file, t.spool);
 	if (!t.cat)
 		goto out;
+	t.journal = journal_open(cfg->state_dir, t.cat, &rc);
+	if (!t.journal || (rc = journal_load(t.journal, t.spool, &js)) < 0) {
+		fprintf(stderr, "tusfs: cannot load the journal in '%s': %s\n",
+			cfg->state_dir, strerror(-rc));
+		goto out;
+	}
+	ec.journal = t.journal;
 	t.engine = engine_create(&ec, t.cat, t.spool, &rc);
 	if (!t.engine)
 		goto out;
+	engine_resume(t.engine);
 
 	rc = -EIO;
 	fuse =
@@ -132,16 +141,23 @@ static int run(struct config *cfg, struct fuse_args *args,
 		goto out_signals;
 	if (!fopts->foreground)
 		log_use_syslog();
-	rc = engine_start(t.engine);
+	rc = journal_start(t.journal);
+	if (rc == 0)
+		rc = engine_start(t.engine);
 	if (rc < 0) {
-		log_error("cannot start upload workers: %s", strerror(-rc));
-		goto out_signals;
+		log_error("cannot start threads: %s", strerror(-rc));
+		goto out_threads;
 	}
-	log_info("mounted '%s' at '%s' (chunk %llu bytes, %u uploads)",
+	log_info("mounted '%s' at '%s' (chunk %llu bytes, %u uploads; "
+		 "%u entries restored, %u damaged, %u stray spool files "
+		 "removed)",
 		 cfg->endpoint, fopts->mountpoint,
-		 (unsigned long long)cfg->chunk_size, cfg->max_uploads);
+		 (unsigned long long)cfg->chunk_size, cfg->max_uploads,
+		 js.restored, js.damaged, js.orphans);
 	rc = serve(fuse, fopts) == 0 ? 0 : -EIO;
+out_threads:
 	engine_stop(t.engine);
+	journal_stop(t.journal);
 out_signals:
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 out_unmount:
@@ -150,6 +166,7 @@ out_destroy:
 	fuse_destroy(fuse);
 out:
 	engine_free(t.engine);
+	journal_free(t.journal);
 	catalog_free(t.cat);
 	spool_free(t.spool);
 	return rc;

@@ -14,6 +14,10 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
+
+/* Read size when hashing: large enough to stream at memory speed. */
+#define HASH_BLOCK (1024 * 1024)
 
 struct spool {
 	int dirfd;
@@ -39,29 +43,85 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-static uint64_t scan_max_id(int dirfd)
+/* Calls fn for each spool file's id; stops at the first non-zero. */
+static int each_id(int dirfd, int (*fn)(uint64_t id, void *arg), void *arg)
 {
-	int fd = dup(dirfd);
-	uint64_t max = 0;
+	int fd = dup(dirfd), rc = 0;
 	struct dirent *de;
 	DIR *d;
 
 	if (fd < 0)
-		return 0;
+		return -errno;
 	d = fdopendir(fd);
 	if (!d) {
 		close(fd);
-		return 0;
+		return -errno;
 	}
-	while ((de = readdir(d)) != NULL) {
+	rewinddir(d);
+	while (rc == 0 && (de = readdir(d)) != NULL) {
 		char *end;
 		unsigned long long v = strtoull(de->d_name, &end, 10);
 
-		if (*end == '\0' && end != de->d_name && v > max)
-			max = v;
+		if (*end == '\0' && end != de->d_name && de->d_name[0] != '-')
+			rc = fn(v, arg);
 	}
 	closedir(d);
+	return rc;
+}
+
+static int note_max(uint64_t id, void *arg)
+{
+	uint64_t *max = arg;
+
+	if (id > *max)
+		*max = id;
+	return 0;
+}
+
+static uint64_t scan_max_id(int dirfd)
+{
+	uint64_t max = 0;
+
+	each_id(dirfd, note_max, &max);
 	return max;
+}
+
+struct sweep {
+	struct spool *s;
+	bool (*keep)(uint64_t id, void *arg);
+	void *arg;
+	int removed;
+};
+
+static int sweep_one(uint64_t id, void *arg)
+{
+	struct sweep *sw = arg;
+
+	if (sw->keep(id, sw->arg))
+		return 0;
+	if (spool_remove(sw->s, id) == 0)
+		sw->removed++;
+	return 0;
+}
+
+int spool_sweep(struct spool *s, bool (*keep)(uint64_t id, void *arg),
+		void *arg)
+{
+	struct sweep sw = {.s = s, .keep = keep, .arg = arg};
+	int rc = each_id(s->dirfd, sweep_one, &sw);
+
+	return rc < 0 ? rc : sw.removed;
+}
+
+int64_t spool_size(struct spool *s, uint64_t id)
+{
+	char name[32];
+	struct stat st;
+
+	snprintf(name, sizeof(name), "%" PRIu64, id);
+	if (fstatat(s->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return S_ISREG(st.st_mode) ? (int64_t)st.st_size : -EINVAL;
 }
 
 struct spool *spool_open_dir(const char *dir, uint64_t *max_id, int *err)
@@ -142,4 +202,49 @@ int spool_pwrite(int fd, const void *buf, size_t n, off_t off)
 int spool_statfs(struct spool *s, struct statvfs *st)
 {
 	return fstatvfs(s->dirfd, st) < 0 ? -errno : 0;
+}
+
+int spool_hash(struct spool *s, uint64_t id, uint64_t len, uint64_t *hash,
+	       const atomic_int *cancel)
+{
+	XXH3_state_t *state = XXH3_createState();
+	char *buf = malloc(HASH_BLOCK);
+	uint64_t off = 0;
+	int fd = -1, rc = 0;
+
+	if (!state || !buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	fd = spool_open(s, id, O_RDONLY);
+	if (fd < 0) {
+		rc = fd;
+		goto out;
+	}
+	XXH3_64bits_reset(state);
+	while (off < len && rc == 0) {
+		size_t want =
+		    len - off < HASH_BLOCK ? (size_t)(len - off) : HASH_BLOCK;
+		ssize_t r = pread(fd, buf, want, (off_t)off);
+
+		if (cancel && atomic_load(cancel))
+			rc = -ECANCELED;
+		else if (r < 0 && errno != EINTR)
+			rc = -errno;
+		else if (r == 0)
+			rc = -EIO;
+		else if (r > 0 &&
+			 XXH3_64bits_update(state, buf, (size_t)r) != XXH_OK)
+			rc = -EINVAL;
+		else if (r > 0)
+			off += (uint64_t)r;
+	}
+	if (rc == 0)
+		*hash = XXH3_64bits_digest(state);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	XXH3_freeState(state);
+	return rc;
 }

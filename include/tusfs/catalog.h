@@ -72,6 +72,19 @@ struct upload {
 	atomic_int cancel;
 	/* Engine queue link. */
 	struct node *qnext;
+	/* xxh3 of the spool's first fp_size bytes, taken once sealed. */
+	bool fp_valid;
+	uint64_t fp_size;
+	uint64_t fp_hash;
+	/* Restored with a fingerprint: check the spool before sending. */
+	bool verify;
+	/* Bumped by every change to the spool's content. */
+	uint64_t content_gen;
+	/* The URL is in the journal on disk, so PATCHes may go. */
+	bool url_durable;
+	/* Complete, with its spool kept as cache (engine's LRU list). */
+	bool cached;
+	struct node *cprev, *cnext;
 };
 
 struct node {
@@ -92,6 +105,12 @@ struct node {
 	unsigned opens;
 	unsigned writers;
 	struct upload up;
+	/* Journal bookkeeping: the latest change's number, the result of the
+	 * last write, and the dirty list link. */
+	uint64_t jseq;
+	int jerr;
+	bool jdirty;
+	struct node *jnext;
 };
 
 struct catalog;
@@ -133,6 +152,29 @@ int catalog_lookup_parent(struct catalog *cat, const char *path,
  */
 int catalog_add(struct catalog *cat, struct node *dir, const char *name,
 		mode_t mode, uid_t uid, gid_t gid, struct node **out);
+
+/*
+ * Creates a detached node (for journal_load): inode ino, or a new one if 0.
+ * Attach it with catalog_attach(). NULL on -ENOMEM.
+ */
+struct node *catalog_new_node(struct catalog *cat, uint64_t ino,
+			      const char *name, mode_t mode, uid_t uid,
+			      gid_t gid);
+
+/* Links a detached node under dir. -EEXIST if its name is taken. */
+int catalog_attach(struct node *dir, struct node *n);
+
+/* Makes sure new inode numbers are above ino. */
+void catalog_reserve_ino(struct catalog *cat, uint64_t ino);
+
+/* Unlinks n from its directory, keeping the tree's reference (load). */
+void catalog_detach(struct node *n);
+
+/* Frees a detached node that never joined the tree; no free hook runs. */
+void catalog_discard(struct node *n);
+
+/* Renames a detached node. -ENOMEM. */
+int catalog_set_name(struct node *n, const char *name);
 
 /* Detaches n from the tree and drops the tree's reference. */
 void catalog_unlink(struct catalog *cat, struct node *n);

@@ -18,6 +18,8 @@
 #define CONFIG_MIN_CHUNK       (4ULL * 1024)
 #define CONFIG_MAX_CHUNK       (4ULL * 1024 * 1024 * 1024)
 #define CONFIG_MAX_UPLOADS     64
+#define CONFIG_DEFAULT_CACHE   (1024ULL * 1024 * 1024)
+#define CONFIG_DEFAULT_STALL_S 60
 
 struct config {
 	char *endpoint;
@@ -30,11 +32,17 @@ struct config {
 	char *token;
 	enum log_level log_level;
 	bool fsync_local;
+	/* Bytes of uploaded files' spools kept (-o cache_size). */
+	uint64_t cache_size;
+	/* Seconds without progress before a transfer is retried. */
+	long stall_timeout_s;
 	/* Raw option strings, as fuse_opt stores them. */
 	char *chunk_size_opt;
 	char *max_uploads_opt;
 	char *log_level_opt;
 	char *fsync_opt;
+	char *cache_size_opt;
+	char *stall_timeout_opt;
 };
 
 /*

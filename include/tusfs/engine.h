@@ -9,6 +9,7 @@
 
 #include "tusfs/catalog.h"
 #include "tusfs/http.h"
+#include "tusfs/journal.h"
 #include "tusfs/spool.h"
 #include "tusfs/tus.h"
 
@@ -24,6 +25,10 @@ struct engine_config {
 	/* For each worker's transport; its strings must live until
 	 * engine_start() returns. */
 	struct http_curl_config http;
+	/* Where upload state is persisted; may be NULL (tests). */
+	struct journal *journal;
+	/* Bytes of completed files' spools kept for reading back. */
+	uint64_t cache_size;
 };
 
 struct engine;
@@ -52,7 +57,13 @@ void engine_kick(struct engine *e, struct node *n);
  * taskId and, when an earlier upload exists, a restart. Catalog lock held.
  * 0 or -errno.
  */
-int engine_new_upload(struct node *n) WARN_UNUSED;
+int engine_new_upload(struct engine *e, struct node *n) WARN_UNUSED;
+
+/*
+ * After journal_load, before engine_start: queues every restored upload
+ * that is not finished, and puts completed files' spools in the cache.
+ */
+void engine_resume(struct engine *e);
 
 /*
  * fsync: blocks until the server has confirmed the first `target` bytes of
@@ -63,6 +74,12 @@ int engine_new_upload(struct node *n) WARN_UNUSED;
  */
 int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target,
 			  const struct timespec *deadline);
+
+/*
+ * Releases the spools of every completed file (the disk is full). Returns
+ * how many went. Catalog lock held.
+ */
+int engine_release_cache(struct engine *e);
 
 /* Whether the server can confirm bytes of a file still open for writing. */
 bool engine_can_sync_open(const struct engine *e);

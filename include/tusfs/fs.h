@@ -8,6 +8,7 @@
 
 #include "tusfs/catalog.h"
 #include "tusfs/engine.h"
+#include "tusfs/journal.h"
 #include "tusfs/spool.h"
 #include "tusfs/tus.h"
 
@@ -19,6 +20,7 @@ struct tusfs {
 	struct catalog *cat;
 	struct spool *spool;
 	struct engine *engine;
+	struct journal *journal;
 	struct tus_server server;
 	uint64_t chunk_size;
 	/* fsync only syncs the spool (-o fsync=local). */

@@ -116,6 +116,9 @@ struct http_curl_config {
 	long connect_timeout_s;
 	/* Abort a transfer slower than 1 byte/s for this long. */
 	long stall_timeout_s;
+	/* When set, every request in flight is aborted (shutdown); may be
+	 * NULL. Must outlive the transport. */
+	const atomic_int *abort_all;
 };
 
 /* Creates a libcurl transport; NULL on allocation failure. */

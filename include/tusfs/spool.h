@@ -8,6 +8,8 @@
 
 #include "tusfs_setup.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
@@ -26,6 +28,23 @@ int spool_open(struct spool *s, uint64_t id, int flags) WARN_UNUSED;
 
 /* Removes file id; a missing file is not an error. */
 int spool_remove(struct spool *s, uint64_t id);
+
+/* Size of file id, or -errno (-ENOENT if there is none). */
+int64_t spool_size(struct spool *s, uint64_t id);
+
+/*
+ * Removes every spool file whose id keep() refuses (files no entry owns
+ * after a crash). Returns how many went, or -errno.
+ */
+int spool_sweep(struct spool *s, bool (*keep)(uint64_t id, void *arg),
+		void *arg);
+
+/*
+ * xxh3 of the first len bytes of file id into *hash. -EIO if the file is
+ * shorter, -ECANCELED once *cancel is set, or -errno.
+ */
+int spool_hash(struct spool *s, uint64_t id, uint64_t len, uint64_t *hash,
+	       const atomic_int *cancel);
 
 /* Writes all of buf at off, retrying short writes. 0 or -errno. */
 int spool_pwrite(int fd, const void *buf, size_t n, off_t off) WARN_UNUSED;

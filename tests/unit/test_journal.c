@@ -1,0 +1,251 @@
+/*
+ * The journal: record round trips, refusal of every torn or flipped byte,
+ * and a full save/load cycle through the writer thread, with a damaged
+ * record, an orphaned entry and stray spool files.
+ */
+#include "tusfs_setup.h"
+#include "harness.h"
+#include "tusfs/journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+static struct journal_entry sample(void)
+{
+	struct journal_entry e = {
+	    .ino = 42,
+	    .parent = 7,
+	    .seq = 99,
+	    .mode = S_IFREG | 0640,
+	    .uid = 1000,
+	    .gid = 100,
+	    .atime = {1, 2},
+	    .mtime = {1700000000, 999999999},
+	    .ctime = {3, 4},
+	    /* Names are bytes: not UTF-8, a newline, a comma. */
+	    .name = (char *)"caf\xe9\nlecture, part 1.wav",
+	    .size = 123456789,
+	    .fp_valid = true,
+	    .fp_size = 123456789,
+	    .fp_hash = 0xfedcba9876543210ULL,
+	    .url = (char *)"http://127.0.0.1:1080/uploads/files/abc",
+	    .offset = 52428800,
+	    .declared_length = -1,
+	    .task_id = "0b4e7a0e-5c1f-4f7e-9d2a-6f3c2b1a0e9d",
+	    .state = UPLOAD_RETRYING,
+	    .restart = true,
+	    .message = (char *)"PATCH: server answered 503",
+	};
+	return e;
+}
+
+TEST(round_trip)
+{
+	struct journal_entry in = sample(), out;
+	char *buf;
+	size_t len;
+
+	ASSERT_EQ(journal_encode(&in, &buf, &len), 0);
+	ASSERT_EQ(journal_decode(buf, len, &out), 0);
+	free(buf);
+	ASSERT_EQ(out.ino, 42);
+	ASSERT_EQ(out.parent, 7);
+	ASSERT_EQ(out.seq, 99);
+	ASSERT_EQ(out.mode, S_IFREG | 0640);
+	ASSERT_EQ(out.uid, 1000);
+	ASSERT_EQ(out.gid, 100);
+	ASSERT_EQ(out.mtime.tv_sec, 1700000000);
+	ASSERT_EQ(out.mtime.tv_nsec, 999999999);
+	ASSERT_STREQ(out.name, in.name);
+	ASSERT_EQ(out.size, 123456789);
+	ASSERT(out.fp_valid);
+	ASSERT(out.fp_hash == 0xfedcba9876543210ULL);
+	ASSERT_STREQ(out.url, in.url);
+	ASSERT_EQ(out.offset, 52428800);
+	ASSERT_EQ(out.declared_length, -1);
+	ASSERT_STREQ(out.task_id, in.task_id);
+	ASSERT_EQ(out.state, UPLOAD_RETRYING);
+	ASSERT(out.restart);
+	ASSERT(!out.new_generation);
+	ASSERT_STREQ(out.message, in.message);
+	journal_entry_clear(&out);
+}
+
+TEST(every_flip_and_cut_is_refused)
+{
+	struct journal_entry in = sample(), out;
+	char *buf;
+	size_t len;
+
+	ASSERT_EQ(journal_encode(&in, &buf, &len), 0);
+	for (size_t i = 0; i < len; i++) {
+		for (unsigned bit = 0; bit < 8; bit += 3) {
+			buf[i] ^= (char)(1u << bit);
+			ASSERT_EQ(journal_decode(buf, len, &out), -EBADMSG);
+			buf[i] ^= (char)(1u << bit);
+		}
+		ASSERT_EQ(journal_decode(buf, i, &out), -EBADMSG);
+	}
+	ASSERT_EQ(journal_decode(buf, len, &out), 0);
+	journal_entry_clear(&out);
+	free(buf);
+}
+
+/* Rewrites the checksum, as a buggy or hostile writer would. */
+static void reseal(char *buf, size_t len)
+{
+	uint64_t h = XXH3_64bits(buf + 20, len - 20);
+
+	for (int i = 0; i < 8; i++)
+		buf[12 + i] = (char)(h >> (8 * i));
+}
+
+TEST(checksummed_nonsense_is_refused)
+{
+	struct journal_entry in = sample(), out;
+	char *buf;
+	size_t len;
+	char *name;
+
+	ASSERT_EQ(journal_encode(&in, &buf, &len), 0);
+	/* A '/' in the name passes the checksum but not the checks. */
+	name = memmem(buf, len, "lecture", 7);
+	ASSERT(name != NULL);
+	name[0] = '/';
+	reseal(buf, len);
+	ASSERT_EQ(journal_decode(buf, len, &out), -EBADMSG);
+	free(buf);
+
+	in.state = 99;
+	ASSERT_EQ(journal_encode(&in, &buf, &len), 0);
+	ASSERT_EQ(journal_decode(buf, len, &out), -EBADMSG);
+	free(buf);
+}
+
+TEST(garbage_is_refused)
+{
+	unsigned char buf[512];
+	struct journal_entry out;
+	unsigned seed = 1;
+
+	for (int round = 0; round < 2000; round++) {
+		size_t len = (size_t)rand_r(&seed) % sizeof(buf);
+
+		for (size_t i = 0; i < len; i++)
+			buf[i] = (unsigned char)rand_r(&seed);
+		if (len >= 4)
+			memcpy(buf, "TUSJ", 4);
+		ASSERT_EQ(journal_decode(buf, len, &out), -EBADMSG);
+	}
+}
+
+static int freed_spools;
+
+static void on_free(struct node *n, void *arg)
+{
+	spool_remove(arg, n->ino);
+	freed_spools++;
+}
+
+static void put_spool(struct spool *s, uint64_t ino, const char *data)
+{
+	int fd = spool_open(s, ino, O_CREAT | O_WRONLY | O_TRUNC);
+
+	if (fd >= 0) {
+		if (write(fd, data, strlen(data)) < 0)
+			perror("write");
+		close(fd);
+	}
+}
+
+TEST(save_and_load)
+{
+	char dir[] = "/tmp/tusfs-journal-XXXXXX", path[128];
+	struct catalog *cat;
+	struct journal *j;
+	struct spool *sp;
+	struct journal_stats st;
+	struct node *d, *f, *g, *out;
+	uint64_t max_id, d_ino, g_ino;
+	int err, fd;
+
+	ASSERT(mkdtemp(dir) != NULL);
+	sp = spool_open_dir(dir, &max_id, &err);
+	ASSERT(sp != NULL);
+	cat = catalog_create(0, 0, 2, on_free, sp);
+	j = journal_open(dir, cat, &err);
+	ASSERT(j != NULL);
+	ASSERT_EQ(journal_load(j, sp, &st), 0);
+	ASSERT_EQ(st.restored, 0);
+	ASSERT_EQ(journal_start(j), 0);
+
+	catalog_lock(cat);
+	ASSERT_EQ(catalog_add(cat, catalog_root(cat), "talks", S_IFDIR | 0750,
+			      0, 0, &d),
+		  0);
+	ASSERT_EQ(catalog_add(cat, d, "a.wav", S_IFREG | 0600, 0, 0, &f), 0);
+	ASSERT_EQ(catalog_add(cat, d, "b.wav", S_IFREG | 0600, 0, 0, &g), 0);
+	f->up.url = strdup("http://h/u/1");
+	f->up.offset = 5;
+	f->up.state = UPLOAD_UPLOADING;
+	journal_mark(j, d);
+	journal_mark(j, f);
+	journal_mark(j, g);
+	ASSERT_EQ(journal_wait(j, g), 0);
+	catalog_unlock(cat);
+	put_spool(sp, f->ino, "0123456789");
+	put_spool(sp, g->ino, "abc");
+	put_spool(sp, 77, "stray");
+	d_ino = d->ino;
+	g_ino = g->ino;
+	journal_stop(j);
+	journal_free(j);
+	catalog_free(cat);
+
+	/* Damage the directory's record: its files go to lost+found. */
+	snprintf(path, sizeof(path), "%s/journal/%llu", dir,
+		 (unsigned long long)d_ino);
+	fd = open(path, O_WRONLY);
+	ASSERT(fd >= 0);
+	ASSERT_EQ(pwrite(fd, "X", 1, 30), 1);
+	close(fd);
+	/* A torn write the crash left behind is ignored. */
+	snprintf(path, sizeof(path), "%s/journal/12.new", dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+
+	cat = catalog_create(0, 0, max_id + 1, on_free, sp);
+	j = journal_open(dir, cat, &err);
+	ASSERT_EQ(journal_load(j, sp, &st), 0);
+	ASSERT_EQ(st.restored, 2);
+	ASSERT_EQ(st.damaged, 1);
+	ASSERT_EQ(st.orphans, 1);
+	ASSERT_EQ(spool_size(sp, 77), -ENOENT);
+	catalog_lock(cat);
+	ASSERT_EQ(catalog_lookup(cat, "/lost+found/a.wav", &out), 0);
+	ASSERT_STREQ(out->up.url, "http://h/u/1");
+	ASSERT_EQ(out->up.offset, 5);
+	ASSERT_EQ(out->size, 10); /* the spool's size, not the journal's */
+	ASSERT_EQ(out->up.state, UPLOAD_QUEUED);
+	ASSERT(out->up.need_head);
+	ASSERT_EQ(catalog_lookup(cat, "/lost+found/b.wav", &out), 0);
+	ASSERT_EQ(out->size, 3);
+	/* New inodes start past every one in use, the damaged one too. */
+	ASSERT_EQ(catalog_add(cat, catalog_root(cat), "c", S_IFREG, 0, 0, &out),
+		  0);
+	ASSERT(out->ino > g_ino && out->ino > d_ino);
+	catalog_unlock(cat);
+	journal_free(j);
+	catalog_free(cat);
+	spool_free(sp);
+	ASSERT_EQ(freed_spools, 0);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	ASSERT_EQ(system(path), 0);
+}
+
+TEST_MAIN

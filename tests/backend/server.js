@@ -10,16 +10,54 @@
 // Every request runs through a small pipeline of stages (see PIPELINE
 // below), each `async (ctx, next) => {}`, in the style of Koa middleware:
 //
-//   requestLog -> auth -> bodyGate -> router (-> tus)
+//   requestLog -> auth -> bodyGate -> extensionGate -> faults -> router (-> tus)
 //
 // requestLog comes first so that requests refused by auth or bodyGate are
 // logged too. To add a route (the transcription task API) or a fault
 // injection switch, write another stage and put it in PIPELINE.
 //
+// Fault injection (the faults stage) is deterministic: which requests a
+// fault hits depends only on the order PATCH requests arrive in (they are
+// decided one at a time, in that order) and on --seed, never on timing or
+// Math.random. Every request a fault hits gets "fault": NAME in its log
+// line.
+//
+//   --fail-share P     each PATCH draws one number from a PRNG (mulberry32
+//                      seeded with --seed N, default 1); below P (0..1) it
+//                      is answered --fail-status (default 500; 423, 429 or
+//                      5xx) once its body was read and thrown away: nothing
+//                      stored, connection kept. --retry-after S adds
+//                      Retry-After: S. Fault "fail".
+//   --cut-after N      the first --cut-count K (default 1) PATCHes whose body
+//                      is longer than N bytes (and that the upload would
+//                      accept: it exists, the offset matches) have exactly
+//                      their first N bytes stored, then the connection is
+//                      closed with no response; the rest is never read.
+//                      Fault "cut".
+//   --conflict-once    per upload, the first PATCH with Upload-Offset > 0 is
+//                      answered 409, upload untouched. Fault "conflict".
+//   --forget-once      once per process, the first PATCH with Upload-Offset
+//                      > 0 deletes its upload (data and info file) and is
+//                      answered 404; later requests get 404 from @tus/server.
+//                      Fault "forget".
+//   --expire-once      likewise, but answered 410, and so is every later
+//                      request on that id (any method) while this process
+//                      runs (after a restart: 404). Faults "expire", "gone".
+//   --stall-ms MS      the first --stall-count K (default 1) PATCHes are
+//                      stored as usual but their response is held MS ms (and
+//                      dropped if the client went away). Fault "stall".
+//
+// The once-faults only hit uploads that exist. Switches combine; one PATCH
+// gets at most one fault, tried in the order gone, fail, forget, expire,
+// conflict, cut, stall, and a fault that does not fire is not used up.
+//
 // Usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
 //          [--body-limit BYTES] [--token TOKEN | --token-file FILE]
 //          [--max-size BYTES] [--log FILE] [--port-file FILE]
 //          [--expiration-ms MS] [--relative-location] [--without EXT,...]
+//          [--seed N] [--fail-share P [--fail-status CODE] [--retry-after S]]
+//          [--cut-after N [--cut-count K]] [--conflict-once] [--forget-once]
+//          [--expire-once] [--stall-ms MS [--stall-count K]]
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -39,19 +77,62 @@ const TUS_PATH = '/uploads/files';
 const USAGE = `usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
          [--body-limit BYTES] [--token TOKEN | --token-file FILE]
          [--max-size BYTES] [--log FILE] [--port-file FILE]
-         [--expiration-ms MS] [--relative-location] [--without EXT,...]`;
+         [--expiration-ms MS] [--relative-location] [--without EXT,...]
+         [--seed N] [--fail-share P [--fail-status CODE] [--retry-after S]]
+         [--cut-after N [--cut-count K]] [--conflict-once] [--forget-once]
+         [--expire-once] [--stall-ms MS [--stall-count K]]`;
 
 function die(msg) {
   process.stderr.write(`server.js: ${msg}\n${USAGE}\n`);
   process.exit(2);
 }
 
-function parseCount(name, value, { min = 0 } = {}) {
+function parseCount(name, value, { min = 0, max = Number.MAX_SAFE_INTEGER } = {}) {
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value)) || Number(value) < min) {
     die(`--${name} wants an integer >= ${min}, got ${JSON.stringify(value)}`);
   }
+  if (Number(value) > max) die(`--${name} wants an integer <= ${max}, got ${value}`);
   return Number(value);
+}
+
+// A share: a decimal number from 0 to 1.
+function parseShare(name, value) {
+  if (value === undefined) return undefined;
+  if (!/^(\d+(\.\d*)?|\.\d+)$/.test(value) || !(Number(value) <= 1)) {
+    die(`--${name} wants a number from 0 to 1, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+function parseFaults(values) {
+  const needs = (opt, base) => {
+    if (values[opt] !== undefined && values[base] === undefined) die(`--${opt} needs --${base}`);
+  };
+  needs('fail-status', 'fail-share');
+  needs('retry-after', 'fail-share');
+  needs('cut-count', 'cut-after');
+  needs('stall-count', 'stall-ms');
+  const failStatus = parseCount('fail-status', values['fail-status']) ?? 500;
+  if (!(failStatus === 423 || failStatus === 429 || (failStatus >= 500 && failStatus <= 599))) {
+    die(`--fail-status takes 423, 429 or 500-599, got ${failStatus}`);
+  }
+  const faults = {
+    seed: parseCount('seed', values.seed, { max: 0xffffffff }) ?? 1,
+    failShare: parseShare('fail-share', values['fail-share']) ?? 0,
+    failStatus,
+    retryAfter: parseCount('retry-after', values['retry-after']),
+    cutAfter: parseCount('cut-after', values['cut-after']),
+    cutCount: parseCount('cut-count', values['cut-count'], { min: 1 }) ?? 1,
+    conflictOnce: values['conflict-once'],
+    forgetOnce: values['forget-once'],
+    expireOnce: values['expire-once'],
+    stallMs: parseCount('stall-ms', values['stall-ms']),
+    stallCount: parseCount('stall-count', values['stall-count'], { min: 1 }) ?? 1,
+  };
+  faults.active = faults.failShare > 0 || faults.cutAfter !== undefined ||
+    faults.conflictOnce || faults.forgetOnce || faults.expireOnce || faults.stallMs !== undefined;
+  return faults;
 }
 
 // --without EXT[,EXT...]: extensions to withhold, as a server lacking them.
@@ -83,6 +164,17 @@ function parseConfig(argv) {
         'expiration-ms': { type: 'string' },
         'relative-location': { type: 'boolean', default: false },
         without: { type: 'string' },
+        seed: { type: 'string' },
+        'fail-share': { type: 'string' },
+        'fail-status': { type: 'string' },
+        'retry-after': { type: 'string' },
+        'cut-after': { type: 'string' },
+        'cut-count': { type: 'string' },
+        'conflict-once': { type: 'boolean', default: false },
+        'forget-once': { type: 'boolean', default: false },
+        'expire-once': { type: 'boolean', default: false },
+        'stall-ms': { type: 'string' },
+        'stall-count': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -122,6 +214,7 @@ function parseConfig(argv) {
     expirationMs: parseCount('expiration-ms', values['expiration-ms']) ?? 0,
     relativeLocation: values['relative-location'],
     without: parseWithout(values.without),
+    faults: parseFaults(values),
   };
 }
 
@@ -228,7 +321,8 @@ function errorText(err) {
 // body_bytes is what the server had received by then: the whole body for
 // anything @tus/server answers (it reads the body before it replies),
 // possibly less for a request refused early (401/413 without
-// Expect: 100-continue) whose body was still arriving.
+// Expect: 100-continue) whose body was still arriving. A request hit by an
+// injected fault also has "fault": NAME (see the faults stage).
 function requestLog(ctx, next) {
   const { config, req, res } = ctx;
   if (!config.logFile) return next();
@@ -252,6 +346,7 @@ function requestLog(ctx, next) {
     written = true;
     entry.status = status;
     entry.body_bytes = req.bodyBytes ?? 0;
+    if (ctx.fault) entry.fault = ctx.fault;
     try {
       fs.appendFileSync(config.logFile, `${JSON.stringify(entry)}\n`);
     } catch (err) {
@@ -386,6 +481,273 @@ function extensionGate(ctx, next) {
   return next();
 }
 
+// ---------------------------------------------------------------------------
+// Fault injection (--seed, --fail-share, --cut-after, --conflict-once,
+// --forget-once, --expire-once, --stall-ms; semantics at the top of the file)
+
+// mulberry32: a small seeded PRNG, uniform in [0, 1).
+function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+}
+
+const UPLOAD_PATH_RE = new RegExp(`^${TUS_PATH}/([^/]+)/?$`);
+
+// The upload id a request is about, as @tus/server reads it, or null.
+function uploadIdOf(url) {
+  const m = UPLOAD_PATH_RE.exec(url.pathname);
+  if (!m) return null;
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return null;
+  }
+}
+
+// Answers like @tus/server does (Tus-Resumable on every response). The
+// body is not read: Node discards what is left of it once the response is
+// out, and the connection stays usable.
+function tusText(ctx, status, text, headers = {}) {
+  ctx.req.resume();
+  sendText(ctx.res, status, text, { 'Tus-Resumable': '1.0.0', ...headers });
+}
+
+// Reads and discards a body; true once it ended, false if the client left.
+function drain(stream) {
+  return new Promise((resolve) => {
+    if (stream.readableEnded) {
+      resolve(true);
+      return;
+    }
+    stream.on('error', () => {});
+    stream.once('end', () => resolve(true));
+    stream.once('close', () => resolve(stream.readableEnded));
+    stream.resume();
+  });
+}
+
+// A request body as a stream of its own, for @tus/server. With a limit, at
+// the first byte past `limit` it asks overflow(): true ends the stream at
+// exactly `limit` bytes and leaves the rest of the source unread; false
+// lets everything through. knownLonger (the Content-Length says the body
+// is longer) ends it as soon as `limit` bytes passed. If the client goes
+// away the stream just ends: @tus/server keeps what it got, as it does for
+// an aborted request it reads itself. discardRest() throws away whatever
+// @tus/server left unread (it refused the request before reading it all),
+// so that the connection can carry the next request.
+function bodyStream(source, opts = {}) {
+  const { limit = Infinity, knownLonger = false, overflow = () => false } = opts;
+  let taken = 0;
+  let mode = 'head'; // 'head' (counting to limit), 'through', 'done'
+  const out = new Readable({
+    read() {
+      if (mode !== 'done') source.resume();
+    },
+  });
+  const finish = () => {
+    if (mode === 'done') return;
+    mode = 'done';
+    source.pause();
+    source.off('data', onData);
+    out.push(null);
+  };
+  const onData = (chunk) => {
+    if (mode === 'head' && taken + chunk.length > limit) {
+      if (overflow()) {
+        if (limit > taken) out.push(chunk.subarray(0, limit - taken));
+        taken = limit;
+        finish();
+        return;
+      }
+      mode = 'through';
+    }
+    taken += chunk.length;
+    const more = out.push(chunk);
+    if (knownLonger && taken === limit) finish();
+    else if (!more) source.pause();
+  };
+  source.on('data', onData);
+  source.once('end', finish);
+  source.once('close', finish);
+  source.on('error', () => {});
+  source.pause();
+  if (knownLonger && limit === 0) finish();
+  out.discardRest = () => {
+    source.off('data', onData);
+    mode = 'done';
+    if (!source.readableEnded) source.resume();
+  };
+  return out;
+}
+
+// Runs a PATCH through @tus/server's web interface with `body` (and
+// Content-Length contentLength, or none) in place of the request's own, so
+// that we hold the response: a web Response, to send or to drop.
+function tusWeb(tus, ctx, body, contentLength) {
+  const { req } = ctx;
+  const headers = new Headers();
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    if (req.rawHeaders[i].toLowerCase() !== 'content-length') {
+      headers.append(req.rawHeaders[i], req.rawHeaders[i + 1]);
+    }
+  }
+  if (contentLength !== null) headers.set('Content-Length', String(contentLength));
+  return tus.handleWeb(new Request(ctx.url.href, {
+    method: req.method,
+    headers,
+    body: Readable.toWeb(body),
+    duplex: 'half',
+  }));
+}
+
+async function sendWeb(res, response) {
+  const body = Buffer.from(await response.arrayBuffer());
+  if (res.destroyed || res.headersSent) return;
+  const headers = [];
+  for (const [k, v] of response.headers) headers.push(k, v);
+  res.writeHead(response.status, headers);
+  res.end(body.length > 0 ? body : undefined);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The faults stage. Without any fault switch it passes everything on.
+function makeFaults(config, tus) {
+  const f = config.faults;
+  if (!f.active) return (ctx, next) => next();
+  const store = tus.datastore;
+  const rng = mulberry32(f.seed);
+  const conflicted = new Set(); // uploads that had their 409
+  const gone = new Set(); // expired uploads: 410 to everything
+  let forgot = false;
+  let expired = false;
+  let cuts = 0;
+  let stalls = 0;
+
+  // Decisions are taken one PATCH at a time, in arrival order, even
+  // though some look at the store: that is what makes them repeatable.
+  let queue = Promise.resolve();
+  const serially = (fn) => {
+    const p = queue.then(fn);
+    queue = p.catch(() => {});
+    return p;
+  };
+
+  // What to do with one PATCH: { fault, ... } or {} for nothing.
+  const decide = async (ctx, id) => {
+    const fail = rng() < f.failShare; // one draw per PATCH, always
+    if (gone.has(id)) return { fault: 'gone' };
+    if (fail) return { fault: 'fail' };
+
+    const offset = headerNumber(ctx.req, 'upload-offset');
+    const length = headerNumber(ctx.req, 'content-length');
+    const later = typeof offset === 'number' && offset > 0;
+    const once = later && ((f.forgetOnce && !forgot) || (f.expireOnce && !expired) ||
+      (f.conflictOnce && !conflicted.has(id)));
+    const cutting = f.cutAfter !== undefined && cuts < f.cutCount &&
+      (typeof length !== 'number' || length > f.cutAfter);
+    let upload = null;
+    if (once || cutting) upload = await store.getUpload(id).catch(() => null);
+    if (upload && once) {
+      if (f.forgetOnce && !forgot) {
+        forgot = true;
+        await store.remove(id).catch(() => {}); // already gone: as good
+        return { fault: 'forget' };
+      }
+      if (f.expireOnce && !expired) {
+        expired = true;
+        gone.add(id);
+        await store.remove(id).catch(() => {}); // already gone: as good
+        return { fault: 'expire' };
+      }
+      conflicted.add(id);
+      return { fault: 'conflict' };
+    }
+    const cuttable = cutting && upload !== null && upload.offset === offset;
+    if (cuttable && typeof length === 'number') {
+      cuts += 1;
+      return { fault: 'cut' };
+    }
+    const stall = f.stallMs !== undefined && stalls < f.stallCount;
+    if (stall) stalls += 1;
+    // Chunked: only the body itself tells whether it is longer than N.
+    if (cuttable) return { maybeCut: true, stall };
+    return stall ? { fault: 'stall', stall } : {};
+  };
+
+  return async (ctx, next) => {
+    const id = uploadIdOf(ctx.url);
+    if (id === null) return next();
+    if (ctx.req.method !== 'PATCH') {
+      if (!gone.has(id)) return next();
+      ctx.fault = 'gone';
+      return tusText(ctx, 410, 'The file for this url no longer exists\n');
+    }
+    const plan = await serially(() => decide(ctx, id));
+    if (plan.fault) ctx.fault = plan.fault;
+    const source = ctx.tusReq ?? ctx.req;
+
+    switch (plan.fault) {
+      case 'gone':
+      case 'expire':
+        return tusText(ctx, 410, 'The file for this url no longer exists\n');
+      case 'forget':
+        return tusText(ctx, 404, 'The file for this url was not found\n');
+      case 'conflict':
+        return tusText(ctx, 409, 'Upload-Offset conflict\n');
+      case 'fail': {
+        if (!(await drain(source))) return; // client gone: nothing to answer
+        const retry = f.retryAfter === undefined ? {} : { 'Retry-After': String(f.retryAfter) };
+        return tusText(ctx, f.failStatus,
+          `${http.STATUS_CODES[f.failStatus] ?? 'Error'} (injected fault)\n`, retry);
+      }
+      default:
+        break;
+    }
+    if (plan.fault === undefined && !plan.maybeCut) return next();
+
+    // cut, stall, or a chunked PATCH that may turn out to be cut: run
+    // @tus/server on a stand-in request so that we hold its response.
+    let cut = plan.fault === 'cut';
+    const body = cut || plan.maybeCut
+      ? bodyStream(source, {
+        limit: f.cutAfter,
+        knownLonger: cut,
+        overflow: () => {
+          if (cut) return true;
+          if (cuts >= f.cutCount) return false;
+          cuts += 1;
+          if (plan.stall) stalls -= 1;
+          cut = true;
+          ctx.fault = 'cut';
+          return true;
+        },
+      })
+      : bodyStream(source);
+    const declared = headerNumber(ctx.req, 'content-length');
+    const response = await tusWeb(tus, ctx, body,
+      cut ? f.cutAfter : typeof declared === 'number' ? declared : null);
+    if (cut) {
+      // The first N bytes are stored; the client never hears of them.
+      await response.arrayBuffer().catch(() => {});
+      ctx.res.destroy();
+      return;
+    }
+    body.discardRest();
+    if (plan.stall) {
+      ctx.fault = 'stall';
+      await sleep(f.stallMs);
+    }
+    await sendWeb(ctx.res, response);
+  };
+}
+
 // Sends TUS requests to @tus/server; everything else is 404 for now.
 function makeRouter(tus) {
   return async (ctx, next) => {
@@ -432,7 +794,9 @@ function main() {
     },
   });
 
-  const PIPELINE = [requestLog, auth, bodyGate, extensionGate, makeRouter(tus), notFound];
+  const PIPELINE = [
+    requestLog, auth, bodyGate, extensionGate, makeFaults(config, tus), makeRouter(tus), notFound,
+  ];
   const handle = compose(PIPELINE);
 
   const onRequest = (req, res, expectContinue) => {

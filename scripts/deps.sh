@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3
 	libcurl4-openssl-dev libjansson-dev libxxhash-dev bats nodejs npm
-	clang-format cppcheck curl)
+	clang-format cppcheck curl attr)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -315,6 +315,7 @@ void config_print_help(void)
 {
 	printf(
 	    "usage: tusfs [options] ENDPOINT MOUNTPOINT\n"
+	    "       tusfs wait MOUNTPOINT [--timeout SECONDS]\n"
 	    "\n"
 	    "Mounts the TUS upload endpoint ENDPOINT (e.g.\n"
 	    "https://host/uploads/files/) at MOUNTPOINT: files copied in\n"
@@ -338,5 +339,9 @@ void config_print_help(void)
 	    "    -o stall_timeout=S     abort and retry a transfer with no\n"
 	    "                           progress for S seconds (default 60)\n"
 	    "    -V, --version          print versions and exit\n"
+	    "\n"
+	    "tusfs wait blocks until every upload on the mount is confirmed\n"
+	    "(exit 0); exit 1 lists uploads that failed, 2 means the timeout\n"
+	    "passed, 3 a usage error or not a tusfs mount.\n"
 	    "\n");
 }

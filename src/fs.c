@@ -654,6 +654,99 @@ static int tfs_utimens(const char *path, const struct timespec tv[2],
 	return rc;
 }
 
+/*
+ * Upload state as extended attributes, for `tusfs wait`, scripts and file
+ * managers. Values are computed under the lock into buf. Returns the
+ * length, or -ENODATA when the attribute does not apply.
+ */
+static int xattr_value(const struct node *n, bool root, const char *name,
+		       char *buf, size_t size)
+{
+	const char *v = NULL;
+	int len;
+
+	if (strncmp(name, FS_XATTR_PREFIX, strlen(FS_XATTR_PREFIX)) != 0)
+		return -ENODATA;
+	name += strlen(FS_XATTR_PREFIX);
+	if (root && strcmp(name, "version") == 0)
+		v = TUSFS_VERSION;
+	else if (!S_ISREG(n->mode))
+		return -ENODATA;
+	else if (strcmp(name, "state") == 0)
+		v = upload_state_name(n->up.state);
+	else if (strcmp(name, "url") == 0)
+		v = n->up.url;
+	else if (strcmp(name, "task_id") == 0)
+		v = n->up.task_id[0] ? n->up.task_id : NULL;
+	else if (strcmp(name, "error") == 0)
+		v = n->up.state == UPLOAD_UPLOADED ? NULL : n->up.message;
+	else if (strcmp(name, "progress") == 0) {
+		len = snprintf(buf, size, "%llu %llu",
+			       (unsigned long long)n->up.offset,
+			       (unsigned long long)n->size);
+		return len < 0 || (size_t)len >= size ? -ERANGE : len;
+	}
+	if (!v)
+		return -ENODATA;
+	len = snprintf(buf, size, "%s", v);
+	return len < 0 || (size_t)len >= size ? -ERANGE : len;
+}
+
+static int tfs_getxattr(const char *path, const char *name, char *value,
+			size_t size)
+{
+	struct tusfs *t = fs();
+	char buf[FS_XATTR_MAX];
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = catalog_lookup(t->cat, path, &n);
+	if (rc == 0)
+		rc = xattr_value(n, n == catalog_root(t->cat), name, buf,
+				 sizeof(buf));
+	catalog_unlock(t->cat);
+	if (rc < 0 || size == 0)
+		return rc;
+	if ((size_t)rc > size)
+		return -ERANGE;
+	memcpy(value, buf, (size_t)rc);
+	return rc;
+}
+
+static int tfs_listxattr(const char *path, char *list, size_t size)
+{
+	static const char *const names[] = {"state",   "progress", "url",
+					    "task_id", "error",	   "version"};
+	struct tusfs *t = fs();
+	char buf[FS_XATTR_MAX], all[256];
+	size_t len = 0;
+	struct node *n;
+	int rc;
+
+	catalog_lock(t->cat);
+	rc = catalog_lookup(t->cat, path, &n);
+	for (size_t i = 0; rc == 0 && i < sizeof(names) / sizeof(*names); i++) {
+		char full[64];
+
+		snprintf(full, sizeof(full), FS_XATTR_PREFIX "%s", names[i]);
+		if (xattr_value(n, n == catalog_root(t->cat), full, buf,
+				sizeof(buf)) < 0)
+			continue;
+		memcpy(all + len, full, strlen(full) + 1);
+		len += strlen(full) + 1;
+	}
+	catalog_unlock(t->cat);
+	if (rc < 0)
+		return rc;
+	if (size == 0)
+		return (int)len;
+	if (len > size)
+		return -ERANGE;
+	memcpy(list, all, len);
+	return (int)len;
+}
+
 static int tfs_statfs(const char *path, struct statvfs *st)
 {
 	(void)path;
@@ -682,6 +775,8 @@ static const struct fuse_operations ops = {
     .chown = tfs_chown,
     .utimens = tfs_utimens,
     .statfs = tfs_statfs,
+    .getxattr = tfs_getxattr,
+    .listxattr = tfs_listxattr,
 };
 
 const struct fuse_operations *fs_operations(void)

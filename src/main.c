@@ -11,6 +11,7 @@
 #include "tusfs/http.h"
 #include "tusfs/log.h"
 #include "tusfs/tus.h"
+#include "wait.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -154,7 +155,12 @@ static int run(struct config *cfg, struct fuse_args *args,
 		 cfg->endpoint, fopts->mountpoint,
 		 (unsigned long long)cfg->chunk_size, cfg->max_uploads,
 		 js.restored, js.damaged, js.orphans);
-	rc = serve(fuse, fopts) == 0 ? 0 : -EIO;
+	rc = serve(fuse, fopts);
+	/* libfuse reports the signal that ended the loop: a requested
+	 * shutdown, not a failure. */
+	if (rc > 0)
+		log_info("signal %d: saving state and exiting", rc);
+	rc = rc < 0 ? -EIO : 0;
 out_threads:
 	engine_stop(t.engine);
 	journal_stop(t.journal);
@@ -178,6 +184,9 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts fopts = {0};
 	struct config cfg;
 	int ret = 1;
+
+	if (argc > 1 && strcmp(argv[1], "wait") == 0)
+		return wait_main(argc - 1, argv + 1);
 
 	if (config_parse(&cfg, &args) < 0)
 		goto out;

@@ -31,6 +31,11 @@ struct fuse_operations;
 
 const struct fuse_operations *fs_operations(void);
 
+/* Extended attributes: user.tusfs.{state,progress,url,task_id,error} on
+ * files, user.tusfs.version on the root (it marks a tusfs mount). */
+#define FS_XATTR_PREFIX "user.tusfs."
+#define FS_XATTR_MAX	(8192 + 64)
+
 /* Largest write the kernel is asked to send at once. */
 #define FS_MAX_WRITE (1024 * 1024)
 

@@ -74,6 +74,9 @@ tusfs_unmount() {
 common_teardown() {
 	tusfs_unmount
 	if [ -n "${BACKEND_PID:-}" ]; then
+		# A test may have frozen it (SIGSTOP); a stopped process
+		# would never act on the TERM.
+		kill -CONT "$BACKEND_PID" 2>/dev/null || true
 		kill "$BACKEND_PID" 2>/dev/null || true
 		wait "$BACKEND_PID" 2>/dev/null || true
 		BACKEND_PID=
@@ -140,4 +143,32 @@ assert_stored() {
 # Request log lines of one method (JSON, one per line).
 requests() {
 	grep "\"method\":\"$1\"" "$REQLOG" || true
+}
+
+# tusfs_crash: kill -9 the daemon, as a crash would, and clear its mount.
+tusfs_crash() {
+	kill -9 "$TUSFS_PID"
+	wait "$TUSFS_PID" 2>/dev/null || true
+	TUSFS_PID=
+	fusermount3 -uz "$MNT" 2>/dev/null || true
+}
+
+# stored_bytes NAME: bytes the server holds for NAME (its offset).
+stored_bytes() {
+	inspect --no-hash | awk -F'\t' -v n="$1" '$5 == n { print $3 }'
+}
+
+# patch_bytes: body bytes the server received in PATCH and POST requests,
+# including those cut short.
+patch_bytes() {
+	node -e '
+		let sum = 0;
+		for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n"))
+			if (l) { const r = JSON.parse(l); if (r.method === "PATCH" || r.method === "POST") sum += r.body_bytes; }
+		console.log(sum);' "$REQLOG"
+}
+
+# xattr NAME FILE: a user.tusfs.* attribute of FILE in the mount.
+xattr() {
+	getfattr --only-values -n "user.tusfs.$1" "$MNT/$2" 2>/dev/null
 }

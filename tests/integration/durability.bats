@@ -1,0 +1,199 @@
+#!/usr/bin/env bats
+# The durability contract: a daemon killed mid-copy, a server killed
+# mid-upload, a shutdown with uploads pending, a full spool disk and a
+# damaged journal all end with the right bytes on the server, and bytes the
+# server confirmed are not sent twice. Every byte is checked by hashing what
+# the server stored.
+
+load helpers/common
+
+CHUNK=$((8 * 1024 * 1024))
+
+setup() {
+	common_setup
+}
+
+teardown() {
+	local rc=0
+	common_teardown || rc=$?
+	if mountpoint -q "$STATE" 2>/dev/null; then
+		umount "$STATE"
+	fi
+	return $rc
+}
+
+tusfs_wait() {
+	"$TUSFS_BIN" wait "$MNT" "$@"
+}
+
+# backend_restart DELAY: kill -9 the backend, start it again on its port.
+backend_restart() {
+	kill -9 "$BACKEND_PID"
+	wait "$BACKEND_PID" 2>/dev/null || true
+	sleep "$1"
+	backend_start --port "$PORT"
+}
+
+# first_patch_offset_after LINE: Upload-Offset of the first PATCH logged
+# after request log line LINE.
+first_patch_offset_after() {
+	tail -n +"$(($1 + 1))" "$REQLOG" | grep -m1 '"method":"PATCH"' |
+		grep -o '"upload_offset":[0-9]*' | cut -d: -f2
+}
+
+@test "kill -9 at 40% of a 120 MB copy: remount resumes, nothing confirmed is re-sent" {
+	backend_start
+	tusfs_mount "chunk_size=8M"
+	head -c 120000000 /dev/urandom >"$T/src"
+	node "$REPO/tests/integration/helpers/slowcopy.mjs" "$T/src" "$MNT/big.wav" 40000000 &
+	local writer=$!
+	wait_offset big.wav 48000000 60
+	tusfs_crash
+	kill -9 "$writer" 2>/dev/null || true
+	wait "$writer" 2>/dev/null || true
+
+	local held lines
+	held=$(stored_bytes big.wav)
+	lines=$(wc -l <"$REQLOG")
+	tusfs_mount "chunk_size=8M"
+	tusfs_wait --timeout 60
+	# The file is what the writer got into the spool before the crash.
+	local size
+	size=$(stat -c %s "$MNT/big.wav")
+	[ "$size" -ge "$held" ]
+	head -c "$size" "$T/src" >"$T/prefix"
+	assert_stored big.wav "$T/prefix"
+	# Resumed from the server's offset, and at most one chunk went twice.
+	[ "$(first_patch_offset_after "$lines")" -eq "$held" ]
+	local resent=$(($(patch_bytes) - size))
+	echo "held $held of $size at the crash; re-sent $resent bytes" >&3
+	[ "$resent" -le "$CHUNK" ]
+}
+
+@test "kill -9 after the copy, before the upload: remount finishes it unasked" {
+	backend_start
+	tusfs_mount "chunk_size=8M"
+	head -c 120000000 /dev/urandom >"$T/src"
+	cp "$T/src" "$MNT/done.wav"
+	wait_offset done.wav 30000000 60
+	tusfs_crash
+
+	tusfs_mount "chunk_size=8M"
+	wait_complete 1 60
+	assert_stored done.wav "$T/src"
+	[ $(($(patch_bytes) - 120000000)) -le "$CHUNK" ]
+}
+
+@test "the server killed mid-upload and back 3 s later: the upload completes" {
+	backend_start
+	tusfs_mount "chunk_size=4M"
+	head -c 60000000 /dev/urandom >"$T/src"
+	cp "$T/src" "$MNT/talk.wav"
+	wait_offset talk.wav 12000000 60
+	backend_restart 3
+	tusfs_wait --timeout 60
+	assert_stored talk.wav "$T/src"
+	grep -q "retry" "$DLOG"
+}
+
+@test "SIGTERM with uploads in flight exits at once; the next mount resumes" {
+	backend_start
+	tusfs_mount "chunk_size=4M"
+	head -c 20000000 /dev/urandom >"$T/src"
+	cp "$T/src" "$MNT/held.wav"
+	wait_offset held.wav 4000000 30
+	# A frozen server: the request in flight gets no answer.
+	kill -STOP "$BACKEND_PID"
+	sleep 0.5
+	local start=$SECONDS
+	kill -TERM "$TUSFS_PID"
+	wait "$TUSFS_PID"
+	TUSFS_PID=
+	[ $((SECONDS - start)) -le 3 ]
+	! mounted
+	kill -CONT "$BACKEND_PID"
+
+	tusfs_mount "chunk_size=4M"
+	tusfs_wait --timeout 60
+	assert_stored held.wav "$T/src"
+}
+
+@test "fsync on a file still being written waits for the server's confirmation" {
+	backend_start
+	tusfs_mount chunk_size=1M
+	head -c 3000000 /dev/urandom >"$T/src"
+	exec 7>"$MNT/half.wav"
+	# dd writes to the shell's descriptor and fsyncs it; 7 stays open.
+	head -c 1500000 "$T/src" | dd conv=fsync status=none >&7
+	[ "$(stored_bytes half.wav)" -eq 1500000 ]
+	tail -c +1500001 "$T/src" >&7
+	exec 7>&-
+	tusfs_wait --timeout 30
+	assert_stored half.wav "$T/src"
+}
+
+@test "a permanent refusal: tusfs wait names the file and the server's reason" {
+	backend_start --body-limit 1048576
+	tusfs_mount chunk_size=2M
+	head -c 5000000 /dev/urandom >"$T/src"
+	cp "$T/src" "$MNT/refused.wav" || true
+	echo fine >"$MNT/fine.txt"
+	run tusfs_wait --timeout 30
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"refused.wav: failed:"*"413"* ]]
+	[[ "$output" != *"fine.txt"* ]]
+	[ "$(xattr state refused.wav)" = failed ]
+	[[ "$(xattr error refused.wav)" == *413* ]]
+	cmp "$T/src" "$MNT/refused.wav"
+	# The daemon goes on serving other files.
+	echo more >"$MNT/more.txt"
+	wait_complete 2
+}
+
+@test "a full spool disk gives the writer ENOSPC; earlier files upload intact" {
+	mkdir -p "$STATE"
+	mount -t tmpfs -o size=24m tmpfs "$STATE"
+	backend_start
+	tusfs_mount chunk_size=1M
+	head -c 6000000 /dev/urandom >"$T/a"
+	head -c 6000000 /dev/urandom >"$T/b"
+	cp "$T/a" "$MNT/a.wav"
+	cp "$T/b" "$MNT/b.wav"
+	run dd if=/dev/urandom of="$MNT/c.wav" bs=1M count=40
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"No space left on device"* ]]
+	tusfs_wait --timeout 60
+	assert_stored a.wav "$T/a"
+	assert_stored b.wav "$T/b"
+}
+
+@test "a damaged journal: the mount works, the damage is reported, the rest resumes" {
+	backend_start
+	tusfs_mount
+	# The server goes away, so the uploads stay pending.
+	kill -9 "$BACKEND_PID"
+	wait "$BACKEND_PID" 2>/dev/null || true
+	for f in a b c; do
+		head -c 300000 /dev/urandom >"$T/$f"
+		cp "$T/$f" "$MNT/$f.wav"
+	done
+	local ia ib
+	ia=$(stat -c %i "$MNT/a.wav")
+	ib=$(stat -c %i "$MNT/b.wav")
+	tusfs_unmount
+	[ "$DAEMON_STATUS" -eq 0 ]
+	# A flipped byte in one record, a torn (truncated) other.
+	printf 'X' | dd of="$STATE/journal/$ia" bs=1 seek=40 conv=notrunc status=none
+	truncate -s 25 "$STATE/journal/$ib"
+
+	backend_start --port "$PORT"
+	tusfs_mount
+	tusfs_wait --timeout 30
+	assert_stored c.wav "$T/c"
+	grep -q "journal record $ia is damaged" "$DLOG"
+	grep -q "journal record $ib is damaged" "$DLOG"
+	[ "$(ls "$MNT")" = c.wav ]
+	# Their bytes are kept for the user to recover.
+	cmp "$T/a" "$STATE/spool/$ia"
+	cmp "$T/b" "$STATE/spool/$ib"
+}

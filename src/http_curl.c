@@ -46,6 +46,10 @@ struct xfer {
 	uint64_t sent;
 	int read_err;
 	bool headers_too_big;
+	/* Stall detection: the byte counts last seen and when they moved. */
+	curl_off_t last_ul, last_dl;
+	struct timespec last_move;
+	bool stalled;
 };
 
 void http_response_clear(struct http_response *resp)
@@ -207,18 +211,37 @@ static int on_seek(void *arg, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
+/*
+ * Called about once a second and on every transfer: aborts on request
+ * (unlink, shutdown) and when no byte has moved either way for
+ * stall_timeout_s. libcurl's own low-speed check averages over a window of
+ * several seconds, so a stall would take that much longer to notice.
+ */
 static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 		       curl_off_t ultotal, curl_off_t ulnow)
 {
-	const struct xfer *x = arg;
+	struct xfer *x = arg;
+	struct timespec now;
 
 	(void)dltotal;
-	(void)dlnow;
 	(void)ultotal;
-	(void)ulnow;
 	if (x->hc->abort_all && atomic_load(x->hc->abort_all))
 		return 1;
-	return x->req->cancel && atomic_load(x->req->cancel) ? 1 : 0;
+	if (x->req->cancel && atomic_load(x->req->cancel))
+		return 1;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (ulnow != x->last_ul || dlnow != x->last_dl ||
+	    x->last_move.tv_sec == 0) {
+		x->last_ul = ulnow;
+		x->last_dl = dlnow;
+		x->last_move = now;
+		return 0;
+	}
+	if (now.tv_sec - x->last_move.tv_sec >= x->hc->stall_timeout_s) {
+		x->stalled = true;
+		return 1;
+	}
+	return 0;
 }
 
 static int map_curl_error(CURLcode code, const struct xfer *x)
@@ -226,6 +249,8 @@ static int map_curl_error(CURLcode code, const struct xfer *x)
 	/* The read callback's abort shows as ABORTED_BY_CALLBACK too. */
 	if (x->read_err)
 		return x->read_err;
+	if (x->stalled)
+		return -ETIMEDOUT;
 	switch (code) {
 	case CURLE_COULDNT_CONNECT:
 		return -ECONNREFUSED;
@@ -342,8 +367,6 @@ static int curl_perform(struct http *h, const struct http_request *req,
 	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, hc->connect_timeout_s);
-	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, hc->stall_timeout_s);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, &x);
@@ -370,8 +393,13 @@ static int curl_perform(struct http *h, const struct http_request *req,
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
 	} else {
 		rc = map_curl_error(code, &x);
-		snprintf(resp->error, sizeof(resp->error), "%s",
-			 errbuf[0] ? errbuf : curl_easy_strerror(code));
+		if (x.stalled)
+			snprintf(resp->error, sizeof(resp->error),
+				 "stalled: no progress for %ld s",
+				 hc->stall_timeout_s);
+		else
+			snprintf(resp->error, sizeof(resp->error), "%s",
+				 errbuf[0] ? errbuf : curl_easy_strerror(code));
 	}
 	/* The slist and error buffer die with this call; unhook them. */
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);

@@ -114,7 +114,7 @@ struct http_curl_config {
 	const char *cafile;
 	bool insecure;
 	long connect_timeout_s;
-	/* Abort a transfer slower than 1 byte/s for this long. */
+	/* Abort a transfer when no byte has moved for this long. */
 	long stall_timeout_s;
 	/* When set, every request in flight is aborted (shutdown); may be
 	 * NULL. Must outlive the transport. */

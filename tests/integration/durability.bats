@@ -197,3 +197,33 @@ first_patch_offset_after() {
 	cmp "$T/a" "$STATE/spool/$ia"
 	cmp "$T/b" "$STATE/spool/$ib"
 }
+
+@test "completed spools are a cache: released oldest first, never before completion" {
+	backend_start --stall-ms 4000
+	tusfs_mount "chunk_size=1M,cache_size=5M"
+	head -c 3000000 /dev/urandom >"$T/a"
+	head -c 3000000 /dev/urandom >"$T/b"
+	cp "$T/a" "$MNT/a.wav"
+	local ia
+	ia=$(stat -c %i "$MNT/a.wav")
+	# Its first answer is held back: not complete, so the spool stays.
+	wait_offset a.wav 1048576 30
+	[ -f "$STATE/spool/$ia" ]
+	tusfs_wait --timeout 30
+	cmp "$T/a" "$MNT/a.wav"
+	# A second file pushes the cache past 5M: the older spool goes.
+	cp "$T/b" "$MNT/b.wav"
+	tusfs_wait --timeout 30
+	[ ! -e "$STATE/spool/$ia" ]
+	[ "$(stat -c %s "$MNT/a.wav")" -eq 3000000 ]
+	run cat "$MNT/a.wav"
+	[[ "$output" == *"No data available"* ]]
+	cmp "$T/b" "$MNT/b.wav"
+	assert_stored a.wav "$T/a"
+	assert_stored b.wav "$T/b"
+	# The release survives a remount.
+	tusfs_unmount
+	tusfs_mount "chunk_size=1M,cache_size=5M"
+	[ "$(stat -c %s "$MNT/a.wav")" -eq 3000000 ]
+	cmp "$T/b" "$MNT/b.wav"
+}

@@ -283,6 +283,8 @@ static enum step_result restart(struct worker *w, struct node *n)
 	}
 	n->up.restart = false;
 	n->up.new_generation = false;
+	/* Whatever the spool holds now is what goes up. */
+	n->up.verify = false;
 	n->up.attempts = 0;
 	n->up.state = UPLOAD_QUEUED;
 	journal_mark(w->e->journal, n);
@@ -491,7 +493,7 @@ static void cache_drop(struct engine *e, struct node *n)
 		e->cache_tail = n->up.cprev;
 	n->up.cprev = n->up.cnext = NULL;
 	n->up.cached = false;
-	e->cache_bytes -= n->size;
+	e->cache_bytes -= n->up.cache_len;
 	catalog_put(e->cat, n);
 }
 
@@ -514,6 +516,7 @@ static void cache_add(struct engine *e, struct node *n)
 	else
 		e->cache_head = n;
 	e->cache_tail = n;
+	n->up.cache_len = n->size;
 	e->cache_bytes += n->size;
 	while (e->cache_bytes > e->cache_size && e->cache_head) {
 		struct node *old = e->cache_head;
@@ -568,11 +571,13 @@ static enum step_result fingerprint(struct worker *w, struct node *n)
 	pthread_mutex_unlock(mutex(e));
 	rc = spool_hash(e->spool, n->ino, len, &hash, &e->abort_all);
 	pthread_mutex_lock(mutex(e));
-	if (rc == -ECANCELED || n->up.content_gen != gen)
-		return STEP_CONTINUE; /* unlinked, stopped or rewritten */
-	if (verify) {
+	if (rc == -ECANCELED)
+		return STEP_CONTINUE; /* unlinked or stopping */
+	/* Appends leave the checked prefix alone; a rewrite of it sets
+	 * restart, which ends the check. */
+	if (verify && n->up.verify) {
 		n->up.verify = false;
-		if (rc < 0 || hash != n->up.fp_hash || len != n->size) {
+		if (rc < 0 || hash != n->up.fp_hash) {
 			fail_upload(e, n,
 				    "the spool file no longer matches what "
 				    "was written (xxh3 fingerprint differs); "
@@ -581,6 +586,9 @@ static enum step_result fingerprint(struct worker *w, struct node *n)
 		}
 		return STEP_CONTINUE;
 	}
+	/* Reopened or written meanwhile: take it again once sealed. */
+	if (verify || n->up.content_gen != gen || n->writers > 0)
+		return STEP_CONTINUE;
 	if (rc < 0) {
 		struct tus_status st = {.err = rc, .retry_after = -1};
 
@@ -616,8 +624,8 @@ static enum step_result process(struct worker *w, struct node *n)
 		}
 		if (n->up.state == UPLOAD_FAILED)
 			return STEP_IDLE;
-		if (n->writers == 0 && n->size > 0 && !upload_complete(n) &&
-		    (n->up.verify || !n->up.fp_valid)) {
+		if (n->up.verify || (n->writers == 0 && n->size > 0 &&
+				     !upload_complete(n) && !n->up.fp_valid)) {
 			r = fingerprint(w, n);
 			continue;
 		}

@@ -412,15 +412,22 @@ static int reserve_space(struct tusfs *t, uint64_t grow)
 static int before_write(struct tusfs *t, struct node *n, uint64_t off,
 			uint64_t end)
 {
-	bool rewrite = off < n->up.sent_mark && !n->up.restart;
+	/* Below sent_mark: restart, and make sure the journal says so (an
+	 * earlier truncate or rewrite may have set it only in memory). */
+	bool rewrite = off < n->up.sent_mark;
+	bool sync =
+	    rewrite && (!n->up.restart || journal_pending(t->journal, n));
+	int rc;
 
 	if (rewrite)
 		n->up.restart = true;
-	if (rewrite || n->up.fp_valid) {
-		int rc;
-
+	if (n->up.fp_valid) {
 		n->up.fp_valid = false;
-		n->up.verify = false;
+		sync = true;
+	}
+	/* A fingerprint being taken right now must not be kept. */
+	n->up.content_gen++;
+	if (sync) {
 		rc = journal_sync(t->journal, n);
 		if (rc < 0)
 			return rc;
@@ -452,7 +459,15 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 
 	catalog_lock(t->cat);
 	n->up.content_gen++;
-	n->up.fp_valid = false;
+	if (n->up.fp_valid) {
+		n->up.fp_valid = false;
+		journal_mark(t->journal, n);
+	}
+	/* A worker may have sent these bytes while the lock was dropped. */
+	if ((uint64_t)off < n->up.sent_mark && !n->up.restart) {
+		n->up.restart = true;
+		journal_mark(t->journal, n);
+	}
 	if (end > n->size) {
 		bool crossed = end / t->chunk_size > n->size / t->chunk_size;
 

@@ -222,10 +222,10 @@ static int decode_field(struct journal_entry *e, unsigned tag,
 	switch (tag) {
 	case T_INO:
 		e->ino = a;
-		return a ? 0 : -EBADMSG;
+		return a && a <= JOURNAL_MAX_INO ? 0 : -EBADMSG;
 	case T_PARENT:
 		e->parent = a;
-		return 0;
+		return a <= JOURNAL_MAX_INO ? 0 : -EBADMSG;
 	case T_SEQ:
 		e->seq = a;
 		return 0;
@@ -250,7 +250,8 @@ static int decode_field(struct journal_entry *e, unsigned tag,
 		e->ctime = ts;
 		return 0;
 	case T_NAME:
-		if (memchr(v, '/', len))
+		if (memchr(v, '/', len) || (len == 1 && v[0] == '.') ||
+		    (len == 2 && v[0] == '.' && v[1] == '.'))
 			return -EBADMSG;
 		return get_string(v, len, 255, false, &e->name);
 	case T_SIZE:
@@ -401,11 +402,19 @@ void journal_mark(struct journal *j, struct node *n)
 
 int journal_wait(struct journal *j, struct node *n)
 {
+	/* A failed write marks n again; that must not move the target. */
+	uint64_t want = n->jseq;
+
 	if (!j)
 		return 0;
-	while (j->done < n->jseq && j->started)
+	while (j->done < want && j->started)
 		pthread_cond_wait(&j->done_cv, mutex(j));
 	return n->jerr;
+}
+
+bool journal_pending(const struct journal *j, const struct node *n)
+{
+	return j && (n->jdirty || j->done < n->jseq);
 }
 
 int journal_sync(struct journal *j, struct node *n)
@@ -559,13 +568,15 @@ static void *journal_main(void *arg)
 		for (size_t i = 0; i < count; i++) {
 			struct node *n = ops[i].n;
 
-			n->jerr = ops[i].rc;
-			if (ops[i].rc < 0) {
-				failed = true;
+			/* Said once per failure, not at every retry. */
+			if (ops[i].rc < 0 && ops[i].rc != n->jerr)
 				log_error("'%s': cannot write journal record "
 					  "%" PRIu64 ": %s",
 					  n->name, ops[i].ino,
 					  strerror(-ops[i].rc));
+			n->jerr = ops[i].rc;
+			if (ops[i].rc < 0) {
+				failed = true;
 				/* Written again at the next round. */
 				if (!j->stopping)
 					journal_mark(j, n);
@@ -722,6 +733,14 @@ static int read_record(int dirfd, const char *name, char **buf, size_t *len)
 	return rc;
 }
 
+/* A record's name: a decimal inode number, no sign, no leading zero. */
+static bool canonical(const char *name)
+{
+	size_t len = strspn(name, "0123456789");
+
+	return len > 0 && len < 19 && name[len] == '\0' && name[0] != '0';
+}
+
 static int note_damaged(struct found *f, uint64_t ino)
 {
 	if (grow((void **)&f->damaged, &f->damaged_cap, f->ndamaged + 1,
@@ -758,7 +777,7 @@ static int scan(struct journal *j, struct found *f)
 			unlinkat(j->dirfd, de->d_name, 0);
 			continue;
 		}
-		if (*end != '\0' || end == de->d_name || ino == 0)
+		if (*end != '\0' || !canonical(de->d_name))
 			continue;
 		rc = grow((void **)&f->e, &f->cap, f->count + 1, sizeof(*f->e));
 		if (rc < 0)
@@ -857,9 +876,24 @@ static void restore_file(struct node *n, const struct journal_entry *e,
 		up->message = strdup("the spool file is missing; the data "
 				     "cannot be sent");
 		log_error("'%s': %s", n->name, up->message);
-	} else if (!done) {
+	} else if (!done || (uint64_t)size != e->size) {
+		/* A finished state with a spool of another size: an O_TRUNC or
+		 * an append the crash kept from the journal. A new version. */
+		if (done) {
+			up->state = UPLOAD_QUEUED;
+			up->restart = up->url != NULL;
+			up->new_generation = true;
+			up->need_head = false;
+			up->fp_valid = false;
+			if (meta_uuid4(up->task_id) < 0)
+				up->task_id[0] = '\0';
+		}
 		n->size = (uint64_t)size;
 		up->verify = up->fp_valid;
+		/* The server holds bytes past the spool's end (a truncation
+		 * the journal missed): they cannot be a prefix of this file. */
+		if (up->url && up->offset > n->size)
+			up->restart = true;
 	}
 	/* Whatever reached the spool may have reached the server. */
 	up->sent_mark = n->size;
@@ -1034,6 +1068,8 @@ int journal_load(struct journal *j, struct spool *spool,
 	memset(stats, 0, sizeof(*stats));
 	rc = scan(j, &f);
 	catalog_lock(j->cat);
+	/* Before build: lost+found must not take an inode already in use. */
+	catalog_reserve_ino(j->cat, f.max_ino);
 	if (rc == 0)
 		rc = build(j, &f, spool);
 	if (rc == 0) {
@@ -1048,7 +1084,6 @@ int journal_load(struct journal *j, struct spool *spool,
 			catalog_discard(f.nodes[i]);
 		journal_entry_clear(&f.e[i]);
 	}
-	catalog_reserve_ino(j->cat, f.max_ino);
 	catalog_unlock(j->cat);
 	free(f.e);
 	free(f.nodes);

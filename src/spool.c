@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -59,11 +60,10 @@ static int each_id(int dirfd, int (*fn)(uint64_t id, void *arg), void *arg)
 	}
 	rewinddir(d);
 	while (rc == 0 && (de = readdir(d)) != NULL) {
-		char *end;
-		unsigned long long v = strtoull(de->d_name, &end, 10);
+		size_t len = strspn(de->d_name, "0123456789");
 
-		if (*end == '\0' && end != de->d_name && de->d_name[0] != '-')
-			rc = fn(v, arg);
+		if (len > 0 && len < 19 && de->d_name[len] == '\0')
+			rc = fn(strtoull(de->d_name, NULL, 10), arg);
 	}
 	closedir(d);
 	return rc;

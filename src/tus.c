@@ -160,7 +160,8 @@ int tus_resolve_location(const char *base, const char *location, char **out)
 		return -ENOMEM;
 	if (curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
 	    curl_url_set(u, CURLUPART_URL, location, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_URL, &url, 0) == CURLUE_OK) {
+	    curl_url_get(u, CURLUPART_URL, &url, 0) == CURLUE_OK &&
+	    strlen(url) <= TUS_MAX_URL) {
 		/* Hand back memory the caller can free() rather than
 		 * curl_free(). */
 		*out = strdup(url);

@@ -82,8 +82,10 @@ struct upload {
 	uint64_t content_gen;
 	/* The URL is in the journal on disk, so PATCHes may go. */
 	bool url_durable;
-	/* Complete, with its spool kept as cache (engine's LRU list). */
+	/* Complete, with its spool (cache_len bytes) kept as cache (the
+	 * engine's LRU list). */
 	bool cached;
+	uint64_t cache_len;
 	struct node *cprev, *cnext;
 };
 

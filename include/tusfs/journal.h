@@ -40,6 +40,9 @@ struct journal_entry {
 	char *message;
 };
 
+/* Inode numbers above this are refused (the counter must not wrap). */
+#define JOURNAL_MAX_INO (1ULL << 62)
+
 /* Largest record accepted; real ones are well under a kilobyte. */
 #define JOURNAL_MAX_RECORD (64 * 1024)
 
@@ -97,6 +100,9 @@ void journal_mark(struct journal *j, struct node *n);
  * while waiting). 0, or the -errno of the failed write.
  */
 int journal_wait(struct journal *j, struct node *n);
+
+/* Whether n has changes not yet on disk. Lock held. */
+bool journal_pending(const struct journal *j, const struct node *n);
 
 /* journal_mark() then journal_wait(). */
 int journal_sync(struct journal *j, struct node *n);

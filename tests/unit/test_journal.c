@@ -235,6 +235,9 @@ TEST(save_and_load)
 	ASSERT(out->up.need_head);
 	ASSERT_EQ(catalog_lookup(cat, "/lost+found/b.wav", &out), 0);
 	ASSERT_EQ(out->size, 3);
+	/* lost+found took a fresh inode, not the damaged directory's. */
+	ASSERT_EQ(catalog_lookup(cat, "/lost+found", &out), 0);
+	ASSERT(out->ino > g_ino && out->ino != d_ino);
 	/* New inodes start past every one in use, the damaged one too. */
 	ASSERT_EQ(catalog_add(cat, catalog_root(cat), "c", S_IFREG, 0, 0, &out),
 		  0);
@@ -244,6 +247,126 @@ TEST(save_and_load)
 	catalog_free(cat);
 	spool_free(sp);
 	ASSERT_EQ(freed_spools, 0);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	ASSERT_EQ(system(path), 0);
+}
+
+/* Saves one file record through a started journal; returns its inode. */
+static uint64_t save_file(const char *dir, enum upload_state state,
+			  uint64_t size, uint64_t offset, const char *spool)
+{
+	uint64_t max_id, ino = 0;
+	struct spool *sp = spool_open_dir(dir, &max_id, &(int){0});
+	struct catalog *cat = catalog_create(0, 0, 2, NULL, NULL);
+	struct journal *j = journal_open(dir, cat, &(int){0});
+	struct node *n;
+
+	if (!sp || !cat || !j || journal_start(j) < 0)
+		return 0;
+	catalog_lock(cat);
+	if (catalog_add(cat, catalog_root(cat), "f.wav", S_IFREG | 0600, 0, 0,
+			&n) == 0) {
+		n->size = size;
+		n->up.state = state;
+		n->up.offset = offset;
+		n->up.url = strdup("http://h/u/9");
+		ino = n->ino;
+		if (journal_sync(j, n) < 0)
+			ino = 0;
+	}
+	catalog_unlock(cat);
+	put_spool(sp, ino, spool);
+	journal_stop(j);
+	journal_free(j);
+	catalog_free(cat);
+	spool_free(sp);
+	return ino;
+}
+
+/* Loads dir and returns /f.wav's upload state, size and restart flag. */
+static int load_file(const char *dir, struct node *copy)
+{
+	uint64_t max_id;
+	struct spool *sp = spool_open_dir(dir, &max_id, &(int){0});
+	struct catalog *cat = catalog_create(0, 0, max_id + 1, NULL, NULL);
+	struct journal *j = journal_open(dir, cat, &(int){0});
+	struct journal_stats st;
+	struct node *n;
+	int rc = journal_load(j, sp, &st);
+
+	catalog_lock(cat);
+	if (rc == 0)
+		rc = catalog_lookup(cat, "/f.wav", &n);
+	if (rc == 0) {
+		copy->size = n->size;
+		copy->up.state = n->up.state;
+		copy->up.restart = n->up.restart;
+		copy->up.new_generation = n->up.new_generation;
+	}
+	catalog_unlock(cat);
+	journal_free(j);
+	catalog_free(cat);
+	spool_free(sp);
+	return rc;
+}
+
+TEST(spool_wins_over_a_lagging_journal)
+{
+	char dir[] = "/tmp/tusfs-journal-XXXXXX", cmd[64];
+	struct node n;
+
+	ASSERT(mkdtemp(dir) != NULL);
+	/* "empty" in the journal, bytes in the spool: an append the crash
+	 * kept from the journal. The bytes are uploaded. */
+	ASSERT(save_file(dir, UPLOAD_EMPTY, 0, 0, "hello world") != 0);
+	ASSERT_EQ(load_file(dir, &n), 0);
+	ASSERT_EQ(n.up.state, UPLOAD_QUEUED);
+	ASSERT_EQ(n.size, 11);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ASSERT_EQ(system(cmd), 0);
+
+	/* "uploaded" with a spool of another size: an O_TRUNC rewrite. */
+	ASSERT(mkdtemp(strcpy(dir, "/tmp/tusfs-journal-XXXXXX")) != NULL);
+	ASSERT(save_file(dir, UPLOAD_UPLOADED, 20, 20, "new") != 0);
+	ASSERT_EQ(load_file(dir, &n), 0);
+	ASSERT_EQ(n.up.state, UPLOAD_QUEUED);
+	ASSERT(n.up.restart && n.up.new_generation);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ASSERT_EQ(system(cmd), 0);
+
+	/* The server holds more than the spool: a truncation. Start over. */
+	ASSERT(mkdtemp(strcpy(dir, "/tmp/tusfs-journal-XXXXXX")) != NULL);
+	ASSERT(save_file(dir, UPLOAD_UPLOADING, 20, 10, "short") != 0);
+	ASSERT_EQ(load_file(dir, &n), 0);
+	ASSERT(n.up.restart);
+	ASSERT_EQ(n.size, 5);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ASSERT_EQ(system(cmd), 0);
+}
+
+TEST(a_failing_write_is_reported_not_waited_for)
+{
+	char dir[] = "/tmp/tusfs-journal-XXXXXX", path[128];
+	struct catalog *cat = catalog_create(0, 0, 2, NULL, NULL);
+	struct journal *j;
+	struct node *n;
+
+	ASSERT(mkdtemp(dir) != NULL);
+	j = journal_open(dir, cat, &(int){0});
+	ASSERT(j != NULL);
+	ASSERT_EQ(journal_start(j), 0);
+	catalog_lock(cat);
+	ASSERT_EQ(catalog_add(cat, catalog_root(cat), "x", S_IFREG, 0, 0, &n),
+		  0);
+	/* The temporary's name is taken by a directory: every write fails. */
+	snprintf(path, sizeof(path), "%s/journal/%llu.new", dir,
+		 (unsigned long long)n->ino);
+	ASSERT_EQ(mkdir(path, 0700), 0);
+	ASSERT_EQ(journal_sync(j, n), -EISDIR);
+	catalog_unlock(cat);
+	journal_stop(j);
+	journal_free(j);
+	catalog_free(cat);
 	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
 	ASSERT_EQ(system(path), 0);
 }

@@ -27,7 +27,8 @@ for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
 endpoint="http://127.0.0.1:$(cat "$work/port")/uploads/files/"
 echo "== reference backend at $endpoint"
 
-build/release/tusfs -o "state_dir=$work/state" "$endpoint" "$work/mnt"
+bin=build/release/tusfs
+"$bin" -o "state_dir=$work/state" "$endpoint" "$work/mnt"
 echo "== mounted at $work/mnt"
 
 # A 30 s, 16 kHz mono WAV of a 440 Hz tone: about 1 MB.
@@ -46,11 +47,10 @@ echo "== cp recording.wav into the mount"
 cp "$work/recording.wav" "$work/mnt/"
 ls -l "$work/mnt"
 
-for _ in $(seq 100); do
-	line=$(node tests/backend/inspect.js "$work/store" | grep recording.wav || true)
-	[ -n "$line" ] && [ "$(cut -f2 <<<"$line")" = "$(cut -f3 <<<"$line")" ] && break
-	sleep 0.1
-done
+echo "== tusfs wait: until the server confirms every byte"
+"$bin" wait "$work/mnt" --timeout 60
+echo "== upload state: $(getfattr --absolute-names --only-values -n user.tusfs.state "$work/mnt/recording.wav")"
+line=$(node tests/backend/inspect.js "$work/store" | grep recording.wav || true)
 echo "== the server stored (id, size, offset, sha256, filename, type, taskId):"
 echo "$line"
 local_sha=$(sha256sum "$work/recording.wav" | cut -d' ' -f1)

@@ -24,6 +24,8 @@ through_faults() {
 	cp "$T/src" "$MNT/rec.wav"
 	"$TUSFS_BIN" wait "$MNT" --timeout 90
 	assert_stored rec.wav "$T/src"
+	echo "$* -> faults: $(grep -o '"fault":"[a-z]*"' "$REQLOG" | cut -d'"' -f4 |
+		sort | uniq -c | tr -s ' \n' ' '); retries: $(grep -c 'retry [0-9]* in' "$DLOG")" >&3
 }
 
 # faults NAME: how many requests the backend hit with fault NAME.

@@ -164,8 +164,10 @@ static int tfs_mkdir(const char *path, mode_t mode)
 	if (rc == 0)
 		rc = catalog_add(t->cat, parent, name, S_IFDIR | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);
-	if (rc == 0)
+	if (rc == 0) {
 		journal_mark(t->journal, n);
+		journal_mark(t->journal, parent);
+	}
 	catalog_unlock(t->cat);
 	return rc;
 }
@@ -186,6 +188,8 @@ static int tfs_rmdir(const char *path)
 		rc = -ENOTEMPTY;
 	if (rc == 0) {
 		journal_mark(t->journal, n);
+		/* A directory's times change with its entries. */
+		journal_mark(t->journal, n->parent);
 		catalog_unlink(t->cat, n);
 	}
 	catalog_unlock(t->cat);
@@ -207,6 +211,7 @@ static int tfs_unlink(const char *path)
 		catalog_get(n);
 		atomic_store(&n->up.cancel, 1);
 		journal_mark(t->journal, n);
+		journal_mark(t->journal, n->parent);
 		catalog_unlink(t->cat, n);
 		engine_kick(t->engine, n);
 		catalog_put(t->cat, n);
@@ -253,9 +258,12 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 			engine_kick(t->engine, victim);
 		}
 	}
+	journal_mark(t->journal, n->parent);
 	rc = catalog_rename(t->cat, n, dir, name);
-	if (rc == 0)
+	if (rc == 0) {
 		journal_mark(t->journal, n);
+		journal_mark(t->journal, dir);
+	}
 out:
 	catalog_unlock(t->cat);
 	return rc;
@@ -310,6 +318,8 @@ static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 		rc = engine_new_upload(t->engine, n);
 	if (rc == 0)
 		rc = make_handle(t, n, O_CREAT | O_TRUNC, fi);
+	if (rc == 0)
+		journal_mark(t->journal, parent);
 	if (rc < 0 && n)
 		catalog_unlink(t->cat, n);
 	catalog_unlock(t->cat);

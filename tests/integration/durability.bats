@@ -227,3 +227,54 @@ first_patch_offset_after() {
 	[ "$(stat -c %s "$MNT/a.wav")" -eq 3000000 ]
 	cmp "$T/b" "$MNT/b.wav"
 }
+
+@test "a remount brings back the tree: names, folders, modes, times, inodes" {
+	backend_start
+	tusfs_mount
+	mkdir -p "$MNT/2026/march"
+	echo one >"$MNT/2026/march/a.wav"
+	echo two >"$MNT/b.wav"
+	mv "$MNT/b.wav" "$MNT/2026/b2.wav"
+	chmod 640 "$MNT/2026/b2.wav"
+	chmod 750 "$MNT/2026/march"
+	touch -d "2020-01-02 03:04:05.123456789" "$MNT/2026/march/a.wav"
+	tusfs_wait --timeout 30
+	ls -lRi --time-style=full-iso "$MNT" >"$T/before"
+	tusfs_unmount
+	[ "$DAEMON_STATUS" -eq 0 ]
+
+	tusfs_mount
+	ls -lRi --time-style=full-iso "$MNT" >"$T/after"
+	diff "$T/before" "$T/after"
+	[ "$(xattr state 2026/march/a.wav)" = uploaded ]
+	# Nothing is uploaded again.
+	[ "$(requests POST | wc -l)" -eq 2 ]
+}
+
+@test "a spool changed behind tusfs's back is detected before anything is sent" {
+	backend_start
+	tusfs_mount
+	kill -9 "$BACKEND_PID"
+	wait "$BACKEND_PID" 2>/dev/null || true
+	head -c 300000 /dev/urandom >"$T/src"
+	cp "$T/src" "$MNT/tampered.wav"
+	echo intact >"$MNT/intact.wav"
+	local ino
+	ino=$(stat -c %i "$MNT/tampered.wav")
+	# The worker's first try (after it fingerprinted the sealed spool).
+	for _ in $(seq 100); do
+		grep -q "'tampered.wav': .*retry" "$DLOG" && break
+		sleep 0.1
+	done
+	tusfs_unmount
+	printf 'X' | dd of="$STATE/spool/$ino" bs=1 seek=1000 conv=notrunc status=none
+
+	backend_start --port "$PORT"
+	tusfs_mount
+	run tusfs_wait --timeout 30
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"tampered.wav: failed:"*"fingerprint"* ]]
+	# Not one byte of it went out; the other file did.
+	[ "$(inspect --no-hash | awk -F'\t' '$5 == "tampered.wav"' | wc -l)" -eq 0 ]
+	[ "$(inspect --no-hash | awk -F'\t' '$5 == "intact.wav"' | wc -l)" -eq 1 ]
+}

@@ -111,6 +111,16 @@ pthread_mutex_t *catalog_mutex(struct catalog *cat)
 	return &cat->lock;
 }
 
+void catalog_cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t attr;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &attr);
+	pthread_condattr_destroy(&attr);
+}
+
 void catalog_lock(struct catalog *cat)
 {
 	pthread_mutex_lock(&cat->lock);

@@ -797,18 +797,14 @@ struct engine *engine_create(const struct engine_config *cfg,
 			     struct catalog *cat, struct spool *spool, int *err)
 {
 	struct engine *e = calloc(1, sizeof(*e));
-	pthread_condattr_t attr;
 	bool failed = false;
 
 	if (!e) {
 		*err = -ENOMEM;
 		return NULL;
 	}
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&e->work_cv, &attr);
-	pthread_cond_init(&e->progress_cv, &attr);
-	pthread_condattr_destroy(&attr);
+	catalog_cond_init(&e->work_cv);
+	catalog_cond_init(&e->progress_cv);
 	e->cat = cat;
 	e->spool = spool;
 	e->journal = cfg->journal;

@@ -599,7 +599,6 @@ struct journal *journal_open(const char *state_dir, struct catalog *cat,
 			     int *err)
 {
 	struct journal *j = calloc(1, sizeof(*j));
-	pthread_condattr_t attr;
 	char path[4096];
 	int n = snprintf(path, sizeof(path), "%s/journal", state_dir);
 
@@ -624,11 +623,8 @@ struct journal *journal_open(const char *state_dir, struct catalog *cat,
 		return NULL;
 	}
 	j->cat = cat;
-	pthread_condattr_init(&attr);
-	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&j->work_cv, &attr);
-	pthread_cond_init(&j->done_cv, &attr);
-	pthread_condattr_destroy(&attr);
+	catalog_cond_init(&j->work_cv);
+	catalog_cond_init(&j->done_cv);
 	return j;
 }
 

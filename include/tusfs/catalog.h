@@ -128,6 +128,10 @@ struct catalog *catalog_create(uid_t uid, gid_t gid, uint64_t first_ino,
 void catalog_free(struct catalog *cat);
 
 pthread_mutex_t *catalog_mutex(struct catalog *cat);
+
+/* Initialises a condition variable to wait with the catalog mutex; its
+ * timed waits take CLOCK_MONOTONIC deadlines. */
+void catalog_cond_init(pthread_cond_t *cv);
 void catalog_lock(struct catalog *cat);
 void catalog_unlock(struct catalog *cat);
 

@@ -151,6 +151,16 @@ static int tfs_releasedir(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
+/*
+ * n was added to or taken out of dir: both records change, since a
+ * directory's times follow its entries. Lock held.
+ */
+static void entry_changed(struct tusfs *t, struct node *n, struct node *dir)
+{
+	journal_mark(t->journal, n);
+	journal_mark(t->journal, dir);
+}
+
 static int tfs_mkdir(const char *path, mode_t mode)
 {
 	struct tusfs *t = fs();
@@ -164,10 +174,8 @@ static int tfs_mkdir(const char *path, mode_t mode)
 	if (rc == 0)
 		rc = catalog_add(t->cat, parent, name, S_IFDIR | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);
-	if (rc == 0) {
-		journal_mark(t->journal, n);
-		journal_mark(t->journal, parent);
-	}
+	if (rc == 0)
+		entry_changed(t, n, parent);
 	catalog_unlock(t->cat);
 	return rc;
 }
@@ -187,9 +195,7 @@ static int tfs_rmdir(const char *path)
 	else if (rc == 0 && n->children)
 		rc = -ENOTEMPTY;
 	if (rc == 0) {
-		journal_mark(t->journal, n);
-		/* A directory's times change with its entries. */
-		journal_mark(t->journal, n->parent);
+		entry_changed(t, n, n->parent);
 		catalog_unlink(t->cat, n);
 	}
 	catalog_unlock(t->cat);
@@ -210,8 +216,7 @@ static int tfs_unlink(const char *path)
 		/* Stop the bytes on the wire; the engine ends the upload. */
 		catalog_get(n);
 		atomic_store(&n->up.cancel, 1);
-		journal_mark(t->journal, n);
-		journal_mark(t->journal, n->parent);
+		entry_changed(t, n, n->parent);
 		catalog_unlink(t->cat, n);
 		engine_kick(t->engine, n);
 		catalog_put(t->cat, n);
@@ -260,10 +265,8 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 	}
 	journal_mark(t->journal, n->parent);
 	rc = catalog_rename(t->cat, n, dir, name);
-	if (rc == 0) {
-		journal_mark(t->journal, n);
-		journal_mark(t->journal, dir);
-	}
+	if (rc == 0)
+		entry_changed(t, n, dir);
 out:
 	catalog_unlock(t->cat);
 	return rc;
@@ -319,7 +322,7 @@ static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	if (rc == 0)
 		rc = make_handle(t, n, O_CREAT | O_TRUNC, fi);
 	if (rc == 0)
-		journal_mark(t->journal, parent);
+		entry_changed(t, n, parent);
 	if (rc < 0 && n)
 		catalog_unlink(t->cat, n);
 	catalog_unlock(t->cat);
@@ -435,7 +438,8 @@ static int before_write(struct tusfs *t, struct node *n, uint64_t off,
 		n->up.fp_valid = false;
 		sync = true;
 	}
-	/* A fingerprint being taken right now must not be kept. */
+	/* A fingerprint being taken right now must not be kept (none can
+	 * start while this writer's handle is open). */
 	n->up.content_gen++;
 	if (sync) {
 		rc = journal_sync(t->journal, n);
@@ -468,11 +472,6 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 		return rc;
 
 	catalog_lock(t->cat);
-	n->up.content_gen++;
-	if (n->up.fp_valid) {
-		n->up.fp_valid = false;
-		journal_mark(t->journal, n);
-	}
 	/* A worker may have sent these bytes while the lock was dropped. */
 	if ((uint64_t)off < n->up.sent_mark && !n->up.restart) {
 		n->up.restart = true;

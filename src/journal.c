@@ -452,21 +452,6 @@ static void snapshot(const struct node *n, uint64_t seq,
 	e->message = n->up.message;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static int write_record(struct journal *j, const struct op *op)
 {
 	char name[32], tmp[40];
@@ -483,7 +468,7 @@ static int write_record(struct journal *j, const struct op *op)
 		    0600);
 	if (fd < 0)
 		return -errno;
-	rc = write_all(fd, op->buf, op->len);
+	rc = spool_pwrite(fd, op->buf, op->len, 0);
 	if (rc == 0 && fdatasync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)

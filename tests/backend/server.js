@@ -10,11 +10,13 @@
 // Every request runs through a small pipeline of stages (see PIPELINE
 // below), each `async (ctx, next) => {}`, in the style of Koa middleware:
 //
-//   requestLog -> auth -> bodyGate -> extensionGate -> faults -> router (-> tus)
+//   requestLog -> auth -> bodyGate -> extensionGate -> faults -> tasks
+//     -> router (-> tus) -> notFound
 //
 // requestLog comes first so that requests refused by auth or bodyGate are
-// logged too. To add a route (the transcription task API) or a fault
-// injection switch, write another stage and put it in PIPELINE.
+// logged too. To add a route or a fault injection switch, write another
+// stage and put it in PIPELINE. The tasks stage (tasks.js) answers the
+// transcription task API, described below.
 //
 // Fault injection (the faults stage) is deterministic: which requests a
 // fault hits depends only on the order PATCH requests arrive in (they are
@@ -51,6 +53,90 @@
 // gets at most one fault, tried in the order gone, fail, forget, expire,
 // conflict, cut, stall, and a fault that does not fire is not used up.
 //
+// Transcription tasks (BACKEND.md section 2; the tasks stage, tasks.js and
+// transcribe.js). When an upload receives its last byte and its
+// Upload-Metadata has a taskId, a task with that id is created
+// --task-delay ms later (until then the task routes answer 404). It first
+// checks the file's magic bytes: RIFF....WAVE, ID3 or an MPEG audio frame
+// sync (FF Ex), OggS, fLaC, "ftyp" at offset 4 (mp4, m4a, mov) or EBML
+// 1A45DFA3 (webm, mkv) is media and is transcribed; anything else (an
+// empty file too) becomes a task that failed at once with error
+// "unsupported file: not an audio or video format". A second finished
+// upload with the same taskId replaces the task (the old one is stopped).
+// Tasks survive a restart on the same --dir (DIR/.tasks/, see tasks.js).
+//
+//   GET /task/{id}            {status, result, metadata, error}
+//     status "processing" | "completed" | "failed"; result null until
+//     completed, then {"segments": [...], "language": L}; metadata
+//     {task_type: "full_process", task_params: null, language: L,
+//     file_name (the filename metadata, null without), url: null,
+//     callback_url: null, duration (seconds of processing, null until it
+//     ended), audio_duration (seconds, null until known), start_time,
+//     end_time (null until it ended)}, times as 2026-01-29T18:22:29Z. L is
+//     the language metadata, "en" when there is none (auto).
+//   GET /tasks/{id}/progress  {identifier, status, progress_percentage,
+//     progress_stage, error}; stage "queued" | "transcribing" | "aligning" |
+//     "diarizing" | "complete", null for a file refused as non-media.
+//   GET /task/all?page=1&page_size=50[&status=S][&q=TEXT]
+//     {tasks: [{identifier, status, task_type, file_name, language,
+//     audio_duration, duration, start_time, end_time, error}], total,
+//     page, page_size}: oldest first; page >= 1, page_size 1..200, else
+//     422 with FastAPI's {"detail": [{type, loc, msg, input}]}. Matched
+//     before /task/{id}: no task can be read as "all".
+//   DELETE /task/{id}/delete  200 {"identifier": id, "message": "Task
+//     deleted"}; the task stops and is gone (404 from then on).
+//   Unknown task id: 404 {"detail": "Task not found"}. A known route with
+//   another method: 405 {"detail": "Method Not Allowed"} and Allow.
+//
+// The task routes sit behind the same --token as the TUS routes and are
+// logged like every request (method, path, status...), so tests can
+// count polls.
+//
+//   --transcriber fake|pocketsphinx   (default fake)
+//       fake: a transcript made from the file's bytes alone (sha256 and
+//       duration; see transcribe.js): ~1 segment per 4 s (1..500), words
+//       from a fixed list with non-ASCII ones, a leading space, times
+//       with 3 decimals, segments alternately with and without a speaker,
+//       each with "words" [{word, start, end, score, speaker?}]. Stages
+//       queued 0 -> transcribing 25 -> aligning 50 -> diarizing 75, each
+//       --task-step-ms long, then complete 100 and "completed".
+//       pocketsphinx: sox -D turns the file into 16 kHz mono 16-bit WAV
+//       in a temp dir (gain normalised to -3 dB), then
+//       pocketsphinx_continuous -infile F -time yes -logfn LOG with
+//       Debian's en-us model (-hmm, -lm, -dict under
+//       /usr/share/pocketsphinx/model/en-us); one segment per utterance
+//       (split at pauses of 1 s+), words with times and scores. Stages
+//       queued (at least one step, and until the previous task is done:
+//       one at a time) -> transcribing 25 -> complete 100; a failing sox or
+//       pocketsphinx fails the task with its message.
+//   --task-delay MS      a finished upload's task appears MS ms later
+//                        (default 300).
+//   --task-step-ms MS    length of each progress stage (default 200).
+//   --task-fail [MESSAGE]  every media task goes queued -> transcribing,
+//                        then fails with MESSAGE (default "transcription
+//                        failed: the model could not decode the audio"),
+//                        result null. A MESSAGE starting with "-" needs
+//                        --task-fail=MESSAGE.
+//   --task-slow-ms MS    every task route answer (404, 405 and 422 too) is
+//                        held MS ms first, then computed; dropped if the
+//                        client left. Fault "slow".
+//   --task-garbage KIND  GET /task/{id} of an existing task answers
+//                        garbage, the first --task-garbage-count N (default:
+//                        every) answers per task, then the real answer. 404s
+//                        for tasks that do not exist yet do not count; the
+//                        count starts over for a replaced task and after a
+//                        restart. Fault "garbage". KIND:
+//       html       200 text/html: a proxy's HTML error page.
+//       truncated  200 application/json: the real answer's first half
+//                  (bytes, with a matching Content-Length).
+//       types      200 JSON: status a number (1), result a string (the real
+//                  result as JSON text), metadata an array, error null.
+//       huge       200 JSON of exactly 50 MiB, streamed: {"padding":
+//                  "xxx...", "status": "processing", "result": null,
+//                  "metadata": {...real}, "error": null}.
+//       segments   200 JSON: status "completed", a result whose segments
+//                  partly miss "end", "text" or "start".
+//
 // Usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
 //          [--body-limit BYTES] [--token TOKEN | --token-file FILE]
 //          [--max-size BYTES] [--log FILE] [--port-file FILE]
@@ -58,6 +144,9 @@
 //          [--seed N] [--fail-share P [--fail-status CODE] [--retry-after S]]
 //          [--cut-after N [--cut-count K]] [--conflict-once] [--forget-once]
 //          [--expire-once] [--stall-ms MS [--stall-count K]]
+//          [--transcriber fake|pocketsphinx] [--task-delay MS]
+//          [--task-step-ms MS] [--task-fail [MESSAGE]] [--task-slow-ms MS]
+//          [--task-garbage KIND [--task-garbage-count N]]
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -68,6 +157,8 @@ import { parseArgs } from 'node:util';
 
 import { FileStore } from '@tus/file-store';
 import { Server as TusServer } from '@tus/server';
+
+import { DEFAULT_FAIL_MESSAGE, GARBAGE_KINDS, TRANSCRIBERS, Tasks } from './tasks.js';
 
 const TUS_PATH = '/uploads/files';
 
@@ -80,7 +171,11 @@ const USAGE = `usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
          [--expiration-ms MS] [--relative-location] [--without EXT,...]
          [--seed N] [--fail-share P [--fail-status CODE] [--retry-after S]]
          [--cut-after N [--cut-count K]] [--conflict-once] [--forget-once]
-         [--expire-once] [--stall-ms MS [--stall-count K]]`;
+         [--expire-once] [--stall-ms MS [--stall-count K]]
+         [--transcriber fake|pocketsphinx] [--task-delay MS]
+         [--task-step-ms MS] [--task-fail [MESSAGE]] [--task-slow-ms MS]
+         [--task-garbage KIND [--task-garbage-count N]]
+         (KIND: ${GARBAGE_KINDS.join(', ')})`;
 
 function die(msg) {
   process.stderr.write(`server.js: ${msg}\n${USAGE}\n`);
@@ -135,6 +230,39 @@ function parseFaults(values) {
   return faults;
 }
 
+function parseTaskSwitches(values) {
+  if (values['task-garbage-count'] !== undefined && values['task-garbage'] === undefined) {
+    die('--task-garbage-count needs --task-garbage');
+  }
+  const transcriber = values.transcriber ?? 'fake';
+  if (!TRANSCRIBERS.includes(transcriber)) die(`--transcriber takes ${TRANSCRIBERS.join(' or ')}`);
+  const garbage = values['task-garbage'];
+  if (garbage !== undefined && !GARBAGE_KINDS.includes(garbage)) {
+    die(`--task-garbage takes ${GARBAGE_KINDS.join(', ')}`);
+  }
+  let failMessage = values['task-fail'];
+  if (failMessage === TASK_FAIL_DEFAULT) failMessage = DEFAULT_FAIL_MESSAGE;
+  if (failMessage !== undefined && failMessage.trim() === '') die('--task-fail MESSAGE is empty');
+  return {
+    transcriber,
+    delayMs: parseCount('task-delay', values['task-delay']) ?? 300,
+    stepMs: parseCount('task-step-ms', values['task-step-ms']) ?? 200,
+    failMessage,
+    slowMs: parseCount('task-slow-ms', values['task-slow-ms']),
+    garbage,
+    garbageCount: parseCount('task-garbage-count', values['task-garbage-count'], { min: 1 }),
+  };
+}
+
+// --task-fail takes an optional MESSAGE: a bare --task-fail (last, or
+// followed by another option) stands for the default message.
+const TASK_FAIL_DEFAULT = '\0default';
+function expandTaskFail(argv) {
+  return argv.map((a, i) =>
+    a === '--task-fail' && (i + 1 === argv.length || argv[i + 1].startsWith('--'))
+      ? `--task-fail=${TASK_FAIL_DEFAULT}` : a);
+}
+
 // --without EXT[,EXT...]: extensions to withhold, as a server lacking them.
 const WITHHOLDABLE = ['creation-defer-length', 'creation-with-upload', 'termination'];
 
@@ -150,7 +278,7 @@ function parseConfig(argv) {
   let values;
   try {
     ({ values } = parseArgs({
-      args: argv,
+      args: expandTaskFail(argv),
       options: {
         dir: { type: 'string' },
         port: { type: 'string', default: '0' },
@@ -175,6 +303,13 @@ function parseConfig(argv) {
         'expire-once': { type: 'boolean', default: false },
         'stall-ms': { type: 'string' },
         'stall-count': { type: 'string' },
+        transcriber: { type: 'string' },
+        'task-delay': { type: 'string' },
+        'task-step-ms': { type: 'string' },
+        'task-fail': { type: 'string' },
+        'task-slow-ms': { type: 'string' },
+        'task-garbage': { type: 'string' },
+        'task-garbage-count': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -215,6 +350,7 @@ function parseConfig(argv) {
     relativeLocation: values['relative-location'],
     without: parseWithout(values.without),
     faults: parseFaults(values),
+    tasks: parseTaskSwitches(values),
   };
 }
 
@@ -445,7 +581,9 @@ function readUpTo(req, limit) {
 function extensionGate(ctx, next) {
   const { config, req, res } = ctx;
   const without = config.without;
-  if (without.size === 0) return next();
+  const p = ctx.url.pathname;
+  // Only TUS requests: DELETE /task/{id}/delete is no termination.
+  if (without.size === 0 || !(p === TUS_PATH || p.startsWith(`${TUS_PATH}/`))) return next();
 
   const refuse = (status, text) => sendText(res, status, text);
   if (req.method === 'POST' && without.has('creation-defer-length') &&
@@ -748,7 +886,7 @@ function makeFaults(config, tus) {
   };
 }
 
-// Sends TUS requests to @tus/server; everything else is 404 for now.
+// Sends TUS requests to @tus/server; the rest goes on (to notFound).
 function makeRouter(tus) {
   return async (ctx, next) => {
     const p = ctx.url.pathname;
@@ -778,6 +916,9 @@ function main() {
   const config = parseConfig(process.argv.slice(2));
   fs.mkdirSync(config.dir, { recursive: true });
 
+  const tasks = new Tasks({ dir: config.dir, ...config.tasks });
+  tasks.load();
+
   const tus = new TusServer({
     path: TUS_PATH,
     datastore: new FileStore({
@@ -786,6 +927,11 @@ function main() {
     }),
     maxSize: config.maxSize,
     relativeLocation: config.relativeLocation,
+    // The last byte arrived: a task is due if the metadata has a taskId.
+    onUploadFinish: async (_req, upload) => {
+      tasks.uploadFinished({ id: upload.id, metadata: upload.metadata });
+      return {};
+    },
     onResponseError: (_req, err) => {
       if (!err || !err.status_code || err.status_code >= 500) {
         process.stderr.write(`server.js: tus error: ${errorText(err)}\n`);
@@ -795,7 +941,8 @@ function main() {
   });
 
   const PIPELINE = [
-    requestLog, auth, bodyGate, extensionGate, makeFaults(config, tus), makeRouter(tus), notFound,
+    requestLog, auth, bodyGate, extensionGate, makeFaults(config, tus), tasks.stage,
+    makeRouter(tus), notFound,
   ];
   const handle = compose(PIPELINE);
 
@@ -841,6 +988,7 @@ function main() {
   });
 
   const shutdown = () => {
+    tasks.close(); // kills sox / pocketsphinx children
     server.close();
     server.closeAllConnections();
     process.exit(0);

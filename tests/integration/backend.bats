@@ -306,3 +306,420 @@ resume_upload() {
 	[[ "$output" == *"--fail-share P"* ]]
 	[[ "$output" == *"--stall-ms MS"* ]]
 }
+
+# --- The transcription task API (BACKEND.md section 2) ----------------------
+
+uuid() {
+	cat /proc/sys/kernel/random/uuid
+}
+
+# body_is JQ: the last task_req body satisfies JQ.
+body_is() {
+	jq -e "$1" "$T/task.body" >/dev/null 2>&1 ||
+		{ echo "body is not ($1):"; head -c 3000 "$T/task.body"; echo; return 1; }
+}
+
+# A completed answer in every detail BACKEND.md gives; $1 file name, $2
+# language, $3 audio seconds.
+TASK_SHAPE='
+	def iso: type == "string" and test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$");
+	(keys == ["error", "metadata", "result", "status"]) and .status == "completed" and .error == null
+	and (.metadata | keys == ["audio_duration", "callback_url", "duration", "end_time", "file_name",
+		"language", "start_time", "task_params", "task_type", "url"])
+	and .metadata.task_type == "full_process" and .metadata.task_params == null
+	and .metadata.url == null and .metadata.callback_url == null
+	and .metadata.file_name == $name and .metadata.language == $lang
+	and .metadata.audio_duration == $secs and (.metadata.duration | type == "number")
+	and (.metadata.start_time | iso) and (.metadata.end_time | iso)
+	and .metadata.start_time <= .metadata.end_time
+	and .result.language == $lang and (.result | keys == ["language", "segments"])
+	and (.result.segments | length) >= 1
+	and all(.result.segments[]; . as $s |
+		(.start | type == "number") and (.end | type == "number") and .start < .end and .end <= ([$secs, 1] | max)
+		and (.text | type == "string" and startswith(" ") and length > 1)
+		and ((has("speaker") | not) or .speaker == "SPEAKER_00" or .speaker == "SPEAKER_01")
+		and (.words | length >= 1)
+		and all(.words[]; (.word | type == "string") and .start >= $s.start and .end <= $s.end
+			and .start < .end and .score >= 0 and .score <= 1 and .speaker == $s.speaker))
+	and ([.result.segments[] | .start] | . == sort)'
+
+# assert_task_shape NAME LANG SECONDS: the last task_req body is a
+# completed answer for that file.
+assert_task_shape() {
+	jq -e --arg name "$1" --arg lang "$2" --argjson secs "$3" "$TASK_SHAPE" "$T/task.body" >/dev/null ||
+		{ echo "not a completed answer for $1:"; head -c 3000 "$T/task.body"; echo; return 1; }
+}
+
+@test "task: 404 until the last byte and --task-delay, then processing through the stages, then the transcript" {
+	backend_start --task-delay 800 --task-step-ms 250
+	mkmedia "$T/rec.wav" --seconds 10 --seed 3
+	size=$(stat -c %s "$T/rec.wav")
+	id=$(uuid)
+	name='räksmörgås 東京.wav'
+	url=$(curl -sS -o /dev/null -D - -X POST -H 'Tus-Resumable: 1.0.0' -H "Upload-Length: $size" \
+		-H "Upload-Metadata: filename $(b64 "$name"),filetype $(b64 audio/wav),taskId $(b64 "$id")" \
+		"$ENDPOINT" | tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
+	[ "$(patch "$url" 0 "$(piece "$T/rec.wav" 0 1000)")" = 204 ]
+	[ "$(task_req GET "/task/$id")" = 404 ]
+	body_is '. == {"detail": "Task not found"}'
+	grep -qi '^Content-Type: application/json' "$T/task.hdr"
+	[ "$(task_req GET "/tasks/$id/progress")" = 404 ]
+	body_is '. == {"detail": "Task not found"}'
+	# Longer than the delay: still nothing, the upload is not finished.
+	sleep 1
+	[ "$(task_req GET "/task/$id")" = 404 ]
+	[ "$(patch "$url" 1000 "$(piece "$T/rec.wav" 1000 $((size - 1000)))")" = 204 ]
+	t0=$(now_ms)
+	[ "$(task_req GET "/task/$id")" = 404 ]
+	wait_task "$id" any 5
+	[ $(($(now_ms) - t0)) -ge 700 ]
+
+	# Every stage in order, each seen on its way; the answer agrees.
+	seen=() last="" deadline=$((SECONDS + 10)) checked=""
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		[ "$(task_req GET "/tasks/$id/progress")" = 200 ]
+		body_is 'keys == ["error", "identifier", "progress_percentage", "progress_stage", "status"]'
+		body_is ".identifier == \"$id\" and .error == null"
+		now=$(jq -r '"\(.status):\(.progress_stage):\(.progress_percentage)"' "$T/task.body")
+		[ "$last" = "$now" ] || seen+=("$now")
+		last=$now
+		[ "${now%%:*}" = completed ] && break
+		if [ -z "$checked" ]; then
+			[ "$(task_req GET "/task/$id")" = 200 ]
+			body_is '.status == "processing" and .result == null and .error == null
+				and .metadata.end_time == null and .metadata.duration == null
+				and .metadata.audio_duration == 10'
+			checked=1
+		fi
+		sleep 0.03
+	done
+	[ "${seen[*]}" = "processing:queued:0 processing:transcribing:25 processing:aligning:50 processing:diarizing:75 completed:complete:100" ]
+
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	grep -qi '^Content-Type: application/json' "$T/task.hdr"
+	assert_task_shape "$name" en 10
+	# 10 s: 3 segments (one per 4 s), some with a speaker, some without, alternately.
+	body_is '.result.segments | length == 3'
+	body_is '[.result.segments[] | has("speaker")] | .[0] != .[1] and .[1] != .[2]'
+	# Every request is logged: 5 GETs of the answer, 3 of them 404s.
+	[ "$(task_polls "$id")" -eq 5 ]
+	[ "$(logged ".path == \"/task/$id\" and .status == 404")" -eq 3 ]
+	[ "$(logged ".path == \"/tasks/$id/progress\" and .status == 404")" -ge 1 ]
+}
+
+@test "task: the task routes want the token like the TUS routes" {
+	backend_start --token s3cret --task-delay 0 --task-step-ms 10
+	for r in "GET /task/x" "GET /tasks/x/progress" "GET /task/all" "DELETE /task/x/delete"; do
+		read -r m p <<<"$r"
+		[ "$(task_req "$m" "$p")" = 401 ]
+		grep -qi '^WWW-Authenticate: Bearer realm="whisperx"' "$T/task.hdr"
+		[ "$(task_req "$m" "$p" -H 'Authorization: Bearer wrong')" = 401 ]
+	done
+	[ "$(logged '.status == 401')" -eq 8 ]
+	# shellcheck disable=SC2034 # read by the task helpers in common.bash
+	TASK_AUTH=(-H 'Authorization: Bearer s3cret')
+	[ "$(task_req GET /task/x)" = 404 ]
+	[ "$(task_req GET /task/all)" = 200 ]
+	mkmedia "$T/rec.wav" --seconds 2
+	id=$(uuid)
+	tus_upload "$T/rec.wav" filename rec.wav taskId "$id" >/dev/null
+	wait_task "$id" completed 10
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	assert_task_shape rec.wav en 2
+	[ "$(task_req DELETE "/task/$id/delete")" = 200 ]
+}
+
+@test "task: a file that is not audio or video fails; media is told by its magic bytes, not its name" {
+	backend_start --task-delay 0 --task-step-ms 10
+	printf 'just some notes, no audio at all\n' >"$T/notes.txt"
+	id=$(uuid)
+	tus_upload "$T/notes.txt" filename notes.wav taskId "$id" >/dev/null
+	wait_task "$id" failed 5
+	body_is '.status == "failed" and .progress_stage == null
+		and .error == "unsupported file: not an audio or video format"'
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	body_is '.status == "failed" and .result == null
+		and .error == "unsupported file: not an audio or video format"
+		and .metadata.file_name == "notes.wav" and .metadata.audio_duration == null
+		and (.metadata.end_time | type == "string")'
+	# An empty file, and RIFF that is not WAVE, are not media either.
+	: >"$T/empty"
+	printf 'RIFF\x10\0\0\0AVI LIST' >"$T/avi"
+	# Each kind of media magic is transcribed (the fake one does not decode).
+	printf 'RIFF\x24\0\0\0WAVEfmt ' >"$T/m.wav"
+	printf 'ID3\x04\0\0\0\0\0\0' >"$T/m.mp3"
+	printf '\xff\xfb\x90\x64' >"$T/m.mpa"
+	printf 'OggS\0\x02' >"$T/m.ogg"
+	printf 'fLaC\0\0\0\x22' >"$T/m.flac"
+	printf '\0\0\0\x20ftypisom' >"$T/m.mp4"
+	printf '\x1a\x45\xdf\xa3\x9f\x42\x86\x81' >"$T/m.webm"
+	for f in empty avi m.wav m.mp3 m.mpa m.ogg m.flac m.mp4 m.webm; do
+		[ "$f" = empty ] || head -c 4000 /dev/zero >>"$T/$f"
+		ids[${#ids[@]}]=$(uuid)
+		tus_upload "$T/$f" filename "$f" taskId "${ids[-1]}" >/dev/null
+	done
+	for i in 0 1; do
+		wait_task "${ids[$i]}" failed 5
+		body_is '.error == "unsupported file: not an audio or video format"'
+	done
+	for i in $(seq 2 8); do
+		wait_task "${ids[$i]}" completed 5
+	done
+}
+
+@test "task: --task-fail fails every task, with the default message or the one given" {
+	backend_start --task-fail --task-delay 0 --task-step-ms 150
+	mkmedia "$T/rec.wav" --seconds 3
+	id=$(uuid)
+	tus_upload "$T/rec.wav" filename rec.wav taskId "$id" >/dev/null
+	wait_task "$id" processing 5
+	wait_task "$id" failed 5
+	body_is '.progress_stage == "transcribing" and .progress_percentage == 25
+		and .error == "transcription failed: the model could not decode the audio"'
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	body_is '.status == "failed" and .result == null
+		and .error == "transcription failed: the model could not decode the audio"
+		and (.metadata.end_time | type == "string") and (.metadata.duration | type == "number")'
+	backend_reset
+	backend_start --task-delay 0 --task-step-ms 10 --task-fail 'CUDA out of memory: ĀĒĪ'
+	id=$(uuid)
+	tus_upload "$T/rec.wav" filename rec.wav taskId "$id" >/dev/null
+	wait_task "$id" failed 5
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	body_is '.status == "failed" and .result == null and .error == "CUDA out of memory: ĀĒĪ"'
+}
+
+# garbage_is KIND: the last task_req answer is KIND of garbage.
+garbage_is() {
+	case $1 in
+	html)
+		grep -qi '^Content-Type: text/html' "$T/task.hdr"
+		grep -q '<html' "$T/task.body"
+		! jq -e . "$T/task.body" >/dev/null 2>&1
+		;;
+	truncated)
+		grep -qi '^Content-Type: application/json' "$T/task.hdr"
+		! jq -e . "$T/task.body" >/dev/null 2>&1
+		;;
+	types)
+		body_is '(.status | type == "number") and (.result | type == "string")
+			and (.metadata | type == "array")'
+		;;
+	segments)
+		body_is '.status == "completed" and any(.result.segments[]; has("end") | not)
+			and any(.result.segments[]; has("text") | not)'
+		;;
+	esac
+}
+
+@test "task: --task-garbage answers each kind of garbage N times per task, then the real answer" {
+	mkmedia "$T/rec.wav" --seconds 8 --seed 5
+	for kind in html truncated types segments; do
+		backend_reset
+		backend_start --task-delay 0 --task-step-ms 10 --task-garbage "$kind" --task-garbage-count 2
+		id=$(uuid)
+		# Before the task exists: a plain 404, not counted.
+		[ "$(task_req GET "/task/$id")" = 404 ]
+		body_is '. == {"detail": "Task not found"}'
+		tus_upload "$T/rec.wav" filename rec.wav taskId "$id" >/dev/null
+		wait_task "$id" completed 5
+		for n in 1 2; do
+			[ "$(task_req GET "/task/$id")" = 200 ]
+			garbage_is "$kind"
+			cp "$T/task.body" "$T/garbage.$n"
+		done
+		[ "$(task_req GET "/task/$id")" = 200 ]
+		assert_task_shape rec.wav en 8
+		if [ "$kind" = truncated ]; then
+			cmp "$T/garbage.1" <(head -c $(($(stat -c %s "$T/task.body") / 2)) "$T/task.body")
+		fi
+		[ "$(logged '.fault == "garbage" and .status == 200')" -eq 2 ]
+		[ "$(logged ".path == \"/task/$id\" and .status == 404 and (has(\"fault\") | not)")" -eq 1 ]
+		# The progress route is left alone.
+		[ "$(logged ".path == \"/tasks/$id/progress\" and has(\"fault\")")" -eq 0 ]
+	done
+	# No count: garbage for ever; another task has its own count.
+	backend_reset
+	backend_start --task-delay 0 --task-step-ms 10 --task-garbage html
+	id=$(uuid)
+	tus_upload "$T/rec.wav" filename rec.wav taskId "$id" >/dev/null
+	wait_task "$id" completed 5
+	for n in 1 2 3 4; do
+		[ "$(task_req GET "/task/$id")" = 200 ]
+		garbage_is html
+	done
+	[ "$(logged '.fault == "garbage"')" -eq 4 ]
+}
+
+@test "task: --task-garbage huge streams 50 MiB of JSON, and a client may walk away from it" {
+	mkmedia "$T/rec.wav" --seconds 4
+	backend_start --task-delay 0 --task-step-ms 10 --task-garbage huge --task-garbage-count 2
+	id=$(uuid)
+	tus_upload "$T/rec.wav" filename rec.wav taskId "$id" >/dev/null
+	wait_task "$id" completed 5
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	grep -qi '^Content-Type: application/json' "$T/task.hdr"
+	grep -qi '^Content-Length: 52428800' "$T/task.hdr"
+	[ "$(stat -c %s "$T/task.body")" -eq 52428800 ]
+	body_is '.status == "processing" and .result == null and .metadata.file_name == "rec.wav"
+		and (.padding | length) > 52000000'
+	rm "$T/task.body"
+	# Streamed, not built: the backend never held anything like 50 MiB more.
+	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$BACKEND_PID/status")
+	echo "# backend peak RSS ${hwm} kB" >&3
+	[ "$hwm" -lt 150000 ] || { echo "backend peak RSS ${hwm} kB"; return 1; }
+	# A client that reads 64 KiB and hangs up; the backend carries on.
+	curl -sS "http://127.0.0.1:$PORT/task/$id" 2>/dev/null | head -c 65536 >/dev/null || true
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	assert_task_shape rec.wav en 4
+	[ "$(logged '.fault == "garbage"')" -eq 2 ]
+}
+
+@test "task: --task-slow-ms holds every task answer, not the TUS ones" {
+	backend_start --task-delay 0 --task-step-ms 10 --task-slow-ms 600
+	t0=$(now_ms)
+	[ "$(task_req GET /task/nope)" = 404 ]
+	t1=$(now_ms)
+	[ "$(task_req GET /task/all)" = 200 ]
+	t2=$(now_ms)
+	[ $((t1 - t0)) -ge 550 ]
+	[ $((t2 - t1)) -ge 550 ]
+	# A client that gives up is logged unanswered.
+	[ "$(task_req GET /task/nope --max-time 0.2)" = 000 ]
+	mkmedia "$T/rec.wav" --seconds 2
+	id=$(uuid)
+	t0=$(now_ms)
+	tus_upload "$T/rec.wav" filename rec.wav taskId "$id" >/dev/null
+	[ $(($(now_ms) - t0)) -lt 450 ]
+	wait_task "$id" completed 10
+	[ "$(logged '.fault == "slow" and .status == null')" -eq 1 ]
+	[ "$(logged '.method == "POST" and has("fault")')" -eq 0 ]
+}
+
+@test "task: /task/all lists and pages, delete removes; tasks survive a restart" {
+	backend_start --task-delay 0 --task-step-ms 10 --without termination
+	mkmedia "$T/a.wav" --seconds 3 --seed 1
+	mkmedia "$T/b.wav" --seconds 3 --seed 2
+	printf 'not audio' >"$T/c.txt"
+	a=$(uuid) b=$(uuid) c=$(uuid)
+	tus_upload "$T/a.wav" filename a.wav taskId "$a" >/dev/null
+	tus_upload "$T/b.wav" filename b.wav taskId "$b" >/dev/null
+	tus_upload "$T/c.txt" filename c.txt taskId "$c" >/dev/null
+	wait_task "$a" completed 5
+	wait_task "$b" completed 5
+	wait_task "$c" failed 5
+	[ "$(task_req GET /task/all)" = 200 ]
+	body_is "keys == [\"page\", \"page_size\", \"tasks\", \"total\"] and .total == 3
+		and .page == 1 and .page_size == 50
+		and [.tasks[].identifier] == [\"$a\", \"$b\", \"$c\"]
+		and [.tasks[].file_name] == [\"a.wav\", \"b.wav\", \"c.txt\"]
+		and [.tasks[].status] == [\"completed\", \"completed\", \"failed\"]"
+	[ "$(task_req GET '/task/all?page=2&page_size=2')" = 200 ]
+	body_is ".total == 3 and .page == 2 and .page_size == 2 and [.tasks[].identifier] == [\"$c\"]"
+	[ "$(task_req GET '/task/all?status=failed')" = 200 ]
+	body_is ".total == 1 and .tasks[0].identifier == \"$c\""
+	for q in page=0 page=x page_size=0 page_size=201; do
+		[ "$(task_req GET "/task/all?$q")" = 422 ]
+		body_is ".detail[0].loc == [\"query\", \"${q%%=*}\"]"
+	done
+
+	[ "$(task_req DELETE "/task/$b/delete")" = 200 ]
+	body_is ". == {\"identifier\": \"$b\", \"message\": \"Task deleted\"}"
+	[ "$(task_req GET "/task/$b")" = 404 ]
+	[ "$(task_req GET "/tasks/$b/progress")" = 404 ]
+	[ "$(task_req DELETE "/task/$b/delete")" = 404 ]
+	body_is '. == {"detail": "Task not found"}'
+	[ "$(task_req GET "/task/$a/delete")" = 405 ]
+	[ "$(task_req DELETE "/task/$a")" = 405 ]
+	[ "$(task_req GET /task/all)" = 200 ]
+	body_is ".total == 2 and [.tasks[].identifier] == [\"$a\", \"$c\"]"
+	# --without termination is about TUS DELETE only.
+	[ "$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE -H 'Tus-Resumable: 1.0.0' "$ENDPOINT/x")" = 405 ]
+
+	# A task called "all" does not hide the list.
+	tus_upload "$T/a.wav" filename all.wav taskId all >/dev/null
+	wait_task all completed 5
+	[ "$(task_req GET /task/all)" = 200 ]
+	body_is '.total == 3 and .tasks[2].identifier == "all"'
+
+	# Restarted on the same directory: the same tasks, the same answers.
+	task_get "$a" >"$T/a.before"
+	backend_stop
+	backend_start --task-delay 0 --task-step-ms 10
+	[ "$(task_req GET /task/all)" = 200 ]
+	body_is ".total == 3 and [.tasks[].identifier] == [\"$a\", \"$c\", \"all\"]"
+	task_get "$a" >"$T/a.after"
+	cmp "$T/a.before" "$T/a.after"
+	[ "$(task_req GET "/task/$b")" = 404 ]
+}
+
+@test "task: the fake transcript depends on the file's bytes only, on any machine" {
+	mkmedia "$T/one.wav" --seconds 9 --seed 42
+	mkmedia "$T/two.wav" --seconds 9 --seed 42
+	mkmedia "$T/other.wav" --seconds 9 --seed 43
+	cmp "$T/one.wav" "$T/two.wav"
+	[ "$(sha "$T/one.wav")" != "$(sha "$T/other.wav")" ]
+	# Byte for byte what it was when this test was written.
+	[ "$(sha "$T/one.wav")" = b4c93fcec3706b958f496723be1f0fd8f64a91da9b49d6517a100f138903a6c9 ]
+	backend_start --task-delay 0 --task-step-ms 10
+	one=$(uuid) two=$(uuid) other=$(uuid)
+	tus_upload "$T/one.wav" filename one.wav taskId "$one" >/dev/null
+	tus_upload "$T/two.wav" filename 'two ūdens.wav' taskId "$two" language lv >/dev/null
+	tus_upload "$T/other.wav" filename other.wav taskId "$other" >/dev/null
+	for id in "$one" "$two" "$other"; do wait_task "$id" completed 5; done
+	[ "$(task_req GET "/task/$one")" = 200 ]
+	assert_task_shape one.wav en 9
+	jq -S -c .result.segments "$T/task.body" >"$T/one.seg"
+	[ "$(task_req GET "/task/$two")" = 200 ]
+	assert_task_shape 'two ūdens.wav' lv 9
+	jq -S -c .result.segments "$T/task.body" >"$T/two.seg"
+	[ "$(task_req GET "/task/$other")" = 200 ]
+	jq -S -c .result.segments "$T/task.body" >"$T/other.seg"
+	cmp "$T/one.seg" "$T/two.seg"
+	[ "$(sha "$T/one.seg")" != "$(sha "$T/other.seg")" ]
+	# 9 s: 2 segments, one with a speaker and one without.
+	jq -e 'length == 2 and ([.[] | has("speaker")] | sort) == [false, true]' "$T/one.seg" >/dev/null
+	# And what it was when this test was written.
+	text=$(jq -r '.[0].text' "$T/one.seg")
+	[ "$text" = ' Upload morning señor straße there café later Привет?' ] || { echo "$text"; return 1; }
+}
+
+@test "task: --transcriber pocketsphinx transcribes speech, and fails with sox's message" {
+	for p in sox pocketsphinx_continuous espeak-ng; do
+		command -v "$p" >/dev/null || skip "$p is not installed (scripts/deps.sh)"
+	done
+	espeak-ng -w "$T/hello.wav" "Hello world. This is a test of the transcription service."
+	backend_start --transcriber pocketsphinx --task-delay 0 --task-step-ms 50
+	id=$(uuid)
+	tus_upload "$T/hello.wav" filename hello.wav taskId "$id" >/dev/null
+	wait_task "$id" completed 30
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	secs=$(jq .metadata.audio_duration "$T/task.body")
+	assert_task_shape hello.wav en "$secs"
+	body_is '.metadata.audio_duration > 3 and .metadata.audio_duration < 4.5
+		and ([.result.segments[].text] | add | test("[a-z]"))'
+	echo "# recognised: $(jq -r '[.result.segments[].text] | add' "$T/task.body")" >&3
+
+	printf 'fLaC-but-not-really' >"$T/bad.flac"
+	id=$(uuid)
+	tus_upload "$T/bad.flac" filename bad.flac taskId "$id" >/dev/null
+	wait_task "$id" failed 30
+	body_is '.error | startswith("sox failed") and test("FLAC")'
+	[ "$(task_req GET "/task/$id")" = 200 ]
+	body_is '.status == "failed" and .result == null and (.error | startswith("sox failed"))'
+}
+
+@test "bad task switches are refused with a message" {
+	srv=$BACKEND/server.js
+	for args in "--transcriber whisper" "--task-garbage xml" "--task-garbage-count 2" \
+		"--task-garbage html --task-garbage-count 0" "--task-delay x" "--task-step-ms -1" \
+		"--task-slow-ms 1.5" "--task-fail="; do
+		# shellcheck disable=SC2086
+		run node "$srv" --dir "$STORE" $args
+		[ "$status" -eq 2 ] || { echo "accepted: $args"; return 1; }
+		[[ "${lines[0]}" == "server.js: "* ]]
+	done
+	run node "$srv" --help
+	[[ "$output" == *"--task-garbage KIND"* ]]
+	[[ "$output" == *"--transcriber fake|pocketsphinx"* ]]
+}

@@ -168,7 +168,85 @@ patch_bytes() {
 		console.log(sum);' "$REQLOG"
 }
 
+# entries [DIR]: ls of DIR (default the mount) without the .status sidecars
+# every file has.
+entries() {
+	ls "${1:-$MNT}" | grep -v '\.status$' || true
+}
+
 # xattr NAME FILE: a user.tusfs.* attribute of FILE in the mount.
 xattr() {
 	getfattr --only-values -n "user.tusfs.$1" "$MNT/$2" 2>/dev/null
+}
+
+# --- Transcription tasks (server.js --transcriber, --task-*; BACKEND.md 2) ---
+# Requests carry the curl options in the array TASK_AUTH when it is set,
+# e.g. TASK_AUTH=(-H "Authorization: Bearer $token").
+
+# b64 TEXT: TEXT in base64, on one line (for Upload-Metadata).
+b64() {
+	printf '%s' "$1" | base64 -w0
+}
+
+# mkmedia OUT [--seconds N] [--seed S]: a deterministic 16 kHz mono WAV.
+mkmedia() {
+	node "$BACKEND/mkmedia.mjs" "$@"
+}
+
+# tus_upload FILE [KEY VALUE]...: uploads FILE in one POST
+# (creation-with-upload) with that Upload-Metadata; prints its URL.
+tus_upload() {
+	local file=$1 meta="" hdr
+	shift
+	while [ $# -ge 2 ]; do
+		meta="${meta:+$meta,}$1 $(b64 "$2")"
+		shift 2
+	done
+	hdr=$(curl -sS -o /dev/null -D - -X POST -H 'Tus-Resumable: 1.0.0' \
+		${TASK_AUTH[@]+"${TASK_AUTH[@]}"} \
+		-H "Upload-Length: $(stat -c %s "$file")" ${meta:+-H "Upload-Metadata: $meta"} \
+		-H 'Content-Type: application/offset+octet-stream' --data-binary "@$file" \
+		"$ENDPOINT" | tr -d '\r')
+	grep -q '^HTTP/[0-9.]* 201' <<<"$hdr" || { echo "upload of $file failed: $hdr" >&2; return 1; }
+	awk 'tolower($1) == "location:" { print $2 }' <<<"$hdr"
+}
+
+# task_req METHOD PATH [curl options...]: one request to the backend's
+# origin; prints the HTTP status (000: no answer). The body is left in
+# $T/task.body, the response head in $T/task.hdr.
+task_req() {
+	local method=$1 path=$2
+	shift 2
+	curl -sS -o "$T/task.body" -D "$T/task.hdr" -w '%{http_code}' -X "$method" \
+		${TASK_AUTH[@]+"${TASK_AUTH[@]}"} "$@" "http://127.0.0.1:$PORT$path" 2>/dev/null || true
+}
+
+# task_get ID: prints GET /task/ID's JSON; fails unless it is a 200.
+task_get() {
+	local code
+	code=$(task_req GET "/task/$1")
+	[ "$code" = 200 ] || { echo "GET /task/$1: $code $(head -c 300 "$T/task.body")" >&2; return 1; }
+	cat "$T/task.body"
+}
+
+# wait_task ID [STATUS] [timeout s]: polls GET /tasks/ID/progress (which
+# --task-garbage leaves alone) until the task's status is STATUS (default
+# completed; "any": until the task exists).
+wait_task() {
+	local id=$1 want=${2:-completed} deadline=$((SECONDS + ${3:-30})) code status=""
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		code=$(task_req GET "/tasks/$id/progress")
+		if [ "$code" = 200 ]; then
+			status=$(jq -r .status "$T/task.body")
+			[ "$want" = any ] || [ "$status" = "$want" ] && return 0
+		fi
+		sleep 0.05
+	done
+	echo "task $id never got to $want (last: $code $status)"
+	return 1
+}
+
+# task_polls ID: how many GET /task/ID the backend logged.
+task_polls() {
+	jq -c --arg p "/task/$1" 'select(.method == "GET" and .path == $p)' "$REQLOG" | grep -c . || true
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing, builds a Debug and a
 # Sanitize (ASan+UBSan) tree with -Werror, checks formatting and cppcheck,
-# runs the unit tests in both trees and the bats integration suite against
-# the sanitized daemon, and ends with "N passed, M failed".
+# runs the unit tests in both trees, a short smoke run of the fuzz targets
+# and the bats integration suite against the sanitized daemon, and ends
+# with "N passed, M failed".
 #
 # Usage: scripts/test.sh [bats filter regex]
 set -uo pipefail
@@ -52,6 +53,10 @@ clang-format --dry-run --Werror $files
 record "clang-format" $?
 cppcheck --enable=warning,portability --error-exitcode=1 -q -I include src/
 record "cppcheck src/" $?
+
+# A short fuzz run of every parser target (scripts/fuzz.sh runs longer).
+./scripts/fuzz.sh 10
+record "fuzz smoke" $?
 
 export TUSFS_BIN=$root/build/ci-sanitize/tusfs
 filter=()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The demo: builds tusfs, starts the reference backend on loopback, mounts
-# it, copies a generated recording in, and shows what the server stored.
+# The demo: builds tusfs, starts the reference backend on loopback with a
+# real speech recogniser (pocketsphinx), mounts it, speaks a sentence into a
+# WAV with espeak-ng, copies it in, waits for the transcript, and prints
+# NAME.status and NAME.txt.
 # Everything lives in a temp dir that is removed (and unmounted) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,42 +23,38 @@ trap cleanup EXIT
 mkdir -p "$work/mnt" "$work/store"
 
 node tests/backend/server.js --dir "$work/store" --port-file "$work/port" \
-	--body-limit 100000000 >/dev/null &
+	--body-limit 100000000 --transcriber pocketsphinx >/dev/null &
 backend_pid=$!
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
 endpoint="http://127.0.0.1:$(cat "$work/port")/uploads/files/"
-echo "== reference backend at $endpoint"
+echo "== reference backend at $endpoint (transcriber: pocketsphinx)"
 
 bin=build/release/tusfs
 "$bin" -o "state_dir=$work/state" "$endpoint" "$work/mnt"
 echo "== mounted at $work/mnt"
 
-# A 30 s, 16 kHz mono WAV of a 440 Hz tone: about 1 MB.
-node -e '
-const rate = 16000, secs = 30, n = rate * secs, b = Buffer.alloc(44 + 2 * n);
-b.write("RIFF", 0); b.writeUInt32LE(36 + 2 * n, 4); b.write("WAVEfmt ", 8);
-b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22);
-b.writeUInt32LE(rate, 24); b.writeUInt32LE(2 * rate, 28);
-b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34); b.write("data", 36);
-b.writeUInt32LE(2 * n, 40);
-for (let i = 0; i < n; i++)
-  b.writeInt16LE(Math.round(8000 * Math.sin(2 * Math.PI * 440 * i / rate)), 44 + 2 * i);
-process.stdout.write(b);' >"$work/recording.wav"
+sentence="Hello world. This is a test of the transcription service."
+echo "== espeak-ng says: $sentence"
+espeak-ng -s 140 -w "$work/recording.wav" "$sentence"
 
 echo "== cp recording.wav into the mount"
 cp "$work/recording.wav" "$work/mnt/"
 ls -l "$work/mnt"
 
-echo "== tusfs wait: until the server confirms every byte"
-"$bin" wait "$work/mnt" --timeout 60
-echo "== upload state: $(getfattr --absolute-names --only-values -n user.tusfs.state "$work/mnt/recording.wav")"
+echo "== tusfs wait --transcripts: until it is uploaded and transcribed"
+"$bin" wait "$work/mnt" --transcripts --timeout 120
 line=$(node tests/backend/inspect.js "$work/store" | grep recording.wav || true)
-echo "== the server stored (id, size, offset, sha256, filename, type, taskId):"
-echo "$line"
 local_sha=$(sha256sum "$work/recording.wav" | cut -d' ' -f1)
 if [ "$(cut -f4 <<<"$line")" = "$local_sha" ]; then
-	echo "== byte-identical: sha256 $local_sha"
+	echo "== the server stored it byte-identical: sha256 $local_sha"
 else
-	echo "== MISMATCH: local sha256 $local_sha" >&2
+	echo "== MISMATCH: local sha256 $local_sha, server: $line" >&2
 	exit 1
 fi
+ls -l "$work/mnt"
+echo "== cat recording.wav.status"
+cat "$work/mnt/recording.wav.status"
+echo "== cat recording.wav.txt (pocketsphinx's hearing of espeak-ng's voice)"
+cat "$work/mnt/recording.wav.txt"
+echo "== cat recording.wav.srt"
+cat "$work/mnt/recording.wav.srt"

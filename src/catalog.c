@@ -11,6 +11,7 @@
 #include "tusfs/tus.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,16 @@ const char *upload_state_name(enum upload_state s)
 	    [UPLOAD_QUEUED] = "queued",	    [UPLOAD_UPLOADING] = "uploading",
 	    [UPLOAD_RETRYING] = "retrying", [UPLOAD_UPLOADED] = "uploaded",
 	    [UPLOAD_FAILED] = "failed",	    [UPLOAD_EMPTY] = "empty",
+	};
+	return names[s];
+}
+
+const char *tr_state_name(enum tr_state s)
+{
+	static const char *const names[] = {
+	    [TR_NONE] = "waiting",	    [TR_QUEUED] = "queued",
+	    [TR_PROCESSING] = "processing", [TR_COMPLETED] = "completed",
+	    [TR_FAILED] = "failed",	    [TR_MISSING] = "missing",
 	};
 	return names[s];
 }
@@ -51,6 +62,8 @@ struct node *catalog_new_node(struct catalog *cat, uint64_t ino,
 	n->gid = gid;
 	n->refs = 1;
 	n->up.declared_length = TUS_LENGTH_UNKNOWN;
+	n->up.rate = -1;
+	n->tr.percent = -1;
 	catalog_touch(n);
 	return n;
 }
@@ -59,6 +72,8 @@ static void node_free(struct node *n)
 {
 	free(n->up.url);
 	free(n->up.message);
+	free(n->tr.error);
+	free(n->tr.poll_error);
 	free(n->name);
 	free(n);
 }
@@ -339,4 +354,55 @@ void catalog_touch(struct node *n)
 	clock_gettime(CLOCK_REALTIME, &n->mtime);
 	n->atime = n->mtime;
 	n->ctime = n->mtime;
+}
+
+const char *catalog_sidecar_suffix(enum sidecar k)
+{
+	static const char *const suffixes[] = {
+	    [SIDECAR_STATUS] = ".status", [SIDECAR_TXT] = ".txt",
+	    [SIDECAR_SRT] = ".srt",	  [SIDECAR_VTT] = ".vtt",
+	    [SIDECAR_JSON] = ".json",
+	};
+	return suffixes[k];
+}
+
+int catalog_sidecar(const struct node *dir, const char *name, int kinds,
+		    struct node **file)
+{
+	size_t len = strlen(name);
+
+	for (int k = 0; k < kinds; k++) {
+		const char *suffix = catalog_sidecar_suffix((enum sidecar)k);
+		size_t slen = strlen(suffix);
+		char base[256];
+		struct node *f;
+
+		if (len <= slen || len - slen >= sizeof(base) ||
+		    strcmp(name + len - slen, suffix) != 0)
+			continue;
+		memcpy(base, name, len - slen);
+		base[len - slen] = '\0';
+		f = catalog_child(dir, base);
+		if (f && S_ISREG(f->mode)) {
+			*file = f;
+			return k;
+		}
+	}
+	return -1;
+}
+
+bool catalog_sidecar_taken(const struct node *dir, const char *name, int kinds,
+			   const struct node *except)
+{
+	for (int k = 0; k < kinds; k++) {
+		char full[512];
+		const struct node *c;
+
+		snprintf(full, sizeof(full), "%s%s", name,
+			 catalog_sidecar_suffix((enum sidecar)k));
+		c = catalog_child(dir, full);
+		if (c && c != except)
+			return true;
+	}
+	return false;
 }

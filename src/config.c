@@ -34,6 +34,10 @@ static const struct fuse_opt opt_spec[] = {
     OPT("fsync=%s", fsync_opt),
     OPT("cache_size=%s", cache_size_opt),
     OPT("stall_timeout=%s", stall_timeout_opt),
+    OPT("task_url=%s", task_url),
+    OPT("progress_url=%s", progress_url),
+    OPT("transcripts=%s", transcripts_opt),
+    OPT("task_timeout=%s", task_timeout_opt),
     FUSE_OPT_END,
 };
 
@@ -90,6 +94,53 @@ int config_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* An http(s) URL with "{id}" in it. */
+static bool task_route_ok(const char *url)
+{
+	return (strncmp(url, "http://", 7) == 0 ||
+		strncmp(url, "https://", 8) == 0) &&
+	       strstr(url, "{id}") && !strpbrk(url, " \t\r\n");
+}
+
+static int parse_task_options(struct config *cfg)
+{
+	uint64_t n;
+
+	if (cfg->transcripts_opt) {
+		if (strcmp(cfg->transcripts_opt, "on") != 0 &&
+		    strcmp(cfg->transcripts_opt, "off") != 0) {
+			complain("invalid transcripts '%s' (on or off)",
+				 cfg->transcripts_opt);
+			return -EINVAL;
+		}
+		cfg->transcripts = strcmp(cfg->transcripts_opt, "on") == 0;
+	}
+	if (cfg->task_url && !task_route_ok(cfg->task_url)) {
+		complain("invalid task_url '%s' (an http:// or https:// URL "
+			 "with {id} where the taskId goes)",
+			 cfg->task_url);
+		return -EINVAL;
+	}
+	if (cfg->progress_url && *cfg->progress_url &&
+	    !task_route_ok(cfg->progress_url)) {
+		complain("invalid progress_url '%s' (an http:// or https:// "
+			 "URL with {id}, or empty for none)",
+			 cfg->progress_url);
+		return -EINVAL;
+	}
+	if (cfg->task_timeout_opt) {
+		if (config_parse_size(cfg->task_timeout_opt, &n) < 0 || n < 1 ||
+		    n > 30 * 86400) {
+			complain("invalid task_timeout '%s' (1 to 2592000 "
+				 "seconds)",
+				 cfg->task_timeout_opt);
+			return -EINVAL;
+		}
+		cfg->task_timeout_s = (long)n;
+	}
+	return 0;
+}
+
 /* Takes the first non-option argument as the endpoint. */
 static int opt_proc(void *data, const char *arg, int key,
 		    struct fuse_args *outargs)
@@ -114,6 +165,8 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->cache_size = CONFIG_DEFAULT_CACHE;
 	cfg->stall_timeout_s = CONFIG_DEFAULT_STALL_S;
+	cfg->transcripts = true;
+	cfg->task_timeout_s = CONFIG_DEFAULT_TASK_TIMEOUT_S;
 	if (fuse_opt_parse(args, cfg, opt_spec, opt_proc) < 0)
 		return -EINVAL;
 	if (cfg->chunk_size_opt &&
@@ -168,7 +221,7 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 		complain("empty language");
 		return -EINVAL;
 	}
-	return 0;
+	return parse_task_options(cfg);
 }
 
 /* Reads the token from path, refusing a file others can read. */
@@ -308,6 +361,10 @@ void config_clear(struct config *cfg)
 	free(cfg->fsync_opt);
 	free(cfg->cache_size_opt);
 	free(cfg->stall_timeout_opt);
+	free(cfg->task_url);
+	free(cfg->progress_url);
+	free(cfg->transcripts_opt);
+	free(cfg->task_timeout_opt);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -315,7 +372,7 @@ void config_print_help(void)
 {
 	printf(
 	    "usage: tusfs [options] ENDPOINT MOUNTPOINT\n"
-	    "       tusfs wait MOUNTPOINT [--timeout SECONDS]\n"
+	    "       tusfs wait MOUNTPOINT [--timeout SECONDS] [--transcripts]\n"
 	    "\n"
 	    "Mounts the TUS upload endpoint ENDPOINT (e.g.\n"
 	    "https://host/uploads/files/) at MOUNTPOINT: files copied in\n"
@@ -338,10 +395,23 @@ void config_print_help(void)
 	    "                           reading back (default 1G; 0: none)\n"
 	    "    -o stall_timeout=S     abort and retry a transfer with no\n"
 	    "                           progress for S seconds (default 60)\n"
+	    "    -o transcripts=on|off  poll transcription tasks and show\n"
+	    "                           NAME.txt/.srt/.vtt/.json (default on;\n"
+	    "                           off for plain TUS servers)\n"
+	    "    -o task_url=URL        task route, {id} is the taskId\n"
+	    "                           (default ORIGIN/task/{id})\n"
+	    "    -o progress_url=URL    progress route (default\n"
+	    "                           ORIGIN/tasks/{id}/progress; empty: "
+	    "none)\n"
+	    "    -o task_timeout=S      report a task that has not appeared\n"
+	    "                           S seconds after its upload as "
+	    "missing\n"
+	    "                           (default 3600)\n"
 	    "    -V, --version          print versions and exit\n"
 	    "\n"
 	    "tusfs wait blocks until every upload on the mount is confirmed\n"
-	    "(exit 0); exit 1 lists uploads that failed, 2 means the timeout\n"
-	    "passed, 3 a usage error or not a tusfs mount.\n"
+	    "(with --transcripts: and every transcription has finished)\n"
+	    "(exit 0); exit 1 lists uploads or transcriptions that failed, 2\n"
+	    "means the timeout passed, 3 a usage error or not a tusfs mount.\n"
 	    "\n");
 }

@@ -60,6 +60,7 @@ struct engine {
 	struct journal *journal;
 	char *endpoint;
 	char *language;
+	struct poller *poller;
 	struct http_curl_config http; /* strings borrowed from the config */
 	struct tus_server server;
 	uint64_t chunk_size;
@@ -278,6 +279,8 @@ static enum step_result restart(struct worker *w, struct node *n)
 	if (rewrite) {
 		if (meta_uuid4(n->up.task_id) < 0)
 			return STEP_IDLE;
+		if (w->e->poller)
+			poller_new_upload(w->e->poller, n);
 		log_info("'%s': sent bytes were rewritten; starting over",
 			 n->name);
 	}
@@ -361,6 +364,38 @@ static char *build_metadata(const struct engine *e, const struct node *n)
 	return tus_metadata_encode(pairs, k);
 }
 
+/* A request body from the spool that notes how far the transport read, for
+ * the rate NAME.status shows. */
+struct counted_source {
+	struct http_fd_source fd;
+	atomic_uint_fast64_t *wire;
+};
+
+static ssize_t counted_read(void *arg, char *buf, size_t n, uint64_t off)
+{
+	struct counted_source *src = arg;
+	ssize_t r = http_fd_read(&src->fd, buf, n, off);
+
+	if (r > 0)
+		atomic_store(src->wire, off + (uint64_t)r);
+	return r;
+}
+
+/* Notes the speed of a finished request of len body bytes. Lock held. */
+static void note_rate(struct node *n, uint64_t len)
+{
+	struct timespec now;
+	double s;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	s = (double)(now.tv_sec - n->up.req_start.tv_sec) +
+	    (double)(now.tv_nsec - n->up.req_start.tv_nsec) / 1e9;
+	if (len > 0 && s > 0)
+		n->up.rate = (double)len / s;
+	atomic_store(&n->up.wire, 0);
+	n->up.req_start = (struct timespec){0};
+}
+
 /* Carries out a CREATE or PATCH step, lock dropped around the request. */
 static enum step_result send_step(struct worker *w, struct node *n,
 				  const struct plan_step *step)
@@ -369,9 +404,10 @@ static enum step_result send_step(struct worker *w, struct node *n,
 	bool create = step->action == PLAN_CREATE;
 	char *url = create ? NULL : strdup(n->up.url);
 	char *meta = create ? build_metadata(e, n) : NULL;
-	struct http_fd_source src = {.base = step->offset};
+	struct counted_source src = {.fd.base = step->offset,
+				     .wire = &n->up.wire};
 	struct http_body body = {
-	    .read = http_fd_read, .arg = &src, .length = step->body_len};
+	    .read = counted_read, .arg = &src, .length = step->body_len};
 	struct tus_status st = {.retry_after = -1};
 	enum tus_outcome o;
 	uint64_t offset = 0;
@@ -405,13 +441,16 @@ static enum step_result send_step(struct worker *w, struct node *n,
 	if (n->up.sent_mark < step->offset + step->body_len)
 		n->up.sent_mark = step->offset + step->body_len;
 	n->up.state = UPLOAD_UPLOADING;
+	n->up.req_base = step->offset;
+	atomic_store(&n->up.wire, 0);
+	clock_gettime(CLOCK_MONOTONIC, &n->up.req_start);
 	pthread_mutex_unlock(mutex(e));
 
-	src.fd = spool_open(e->spool, n->ino, O_RDONLY);
-	if (src.fd < 0) {
+	src.fd.fd = spool_open(e->spool, n->ino, O_RDONLY);
+	if (src.fd.fd < 0) {
 		o = TUS_FATAL;
 		snprintf(st.message, sizeof(st.message),
-			 "cannot open spool file: %s", strerror(-src.fd));
+			 "cannot open spool file: %s", strerror(-src.fd.fd));
 	} else if (create) {
 		struct tus_create_req req = {
 		    .length = step->length,
@@ -430,11 +469,12 @@ static enum step_result send_step(struct worker *w, struct node *n,
 		};
 		o = tus_patch(w->tus, &req, &offset, &st);
 	}
-	if (src.fd >= 0)
-		close(src.fd);
+	if (src.fd.fd >= 0)
+		close(src.fd.fd);
 	free(meta);
 
 	pthread_mutex_lock(mutex(e));
+	note_rate(n, o == TUS_OK ? step->body_len : 0);
 	switch (o) {
 	case TUS_OK:
 		if (create) {
@@ -547,6 +587,8 @@ static void finish(struct engine *e, struct node *n)
 				 (unsigned long long)n->size, n->up.url);
 		n->up.state = UPLOAD_UPLOADED;
 		cache_add(e, n);
+		if (e->poller)
+			poller_upload_done(e->poller, n);
 	} else {
 		n->up.state = UPLOAD_EMPTY;
 	}
@@ -705,6 +747,8 @@ int engine_new_upload(struct engine *e, struct node *n)
 	if (rc < 0)
 		return rc;
 	cache_drop(e, n);
+	if (e->poller)
+		poller_new_upload(e->poller, n);
 	n->up.fp_valid = false;
 	n->up.verify = false;
 	n->up.content_gen++;
@@ -808,6 +852,7 @@ struct engine *engine_create(const struct engine_config *cfg,
 	e->cat = cat;
 	e->spool = spool;
 	e->journal = cfg->journal;
+	e->poller = cfg->poller;
 	e->cache_size = cfg->cache_size;
 	e->server = cfg->server;
 	e->chunk_size = cfg->chunk_size;

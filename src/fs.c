@@ -4,16 +4,24 @@
  * I/O happens outside the lock), tells the engine what changed, and returns
  * a negative errno. The one callback that waits on the network is fsync, by
  * contract. See docs/ARCHITECTURE.md for why the path-based API.
+ *
+ * Sidecars (NAME.status and the transcripts) are not nodes: a path that
+ * names no entry is tried as FILE.SUFFIX. They are read-only; NAME.status
+ * is rendered when opened, the transcripts are files in the state
+ * directory. Both are opened with direct I/O, so a read never stops at a
+ * size the kernel cached before the content changed.
  */
 #include "tusfs_setup.h"
 #include "tusfs/fs.h"
 #include "tusfs/journal.h"
 #include "tusfs/log.h"
+#include "tusfs/render.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <fuse_lowlevel.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +32,18 @@
  * writer fills the disk. */
 #define SPOOL_RESERVE (4 * 1024 * 1024)
 
-/* An open file: the node it pins and its own spool descriptor. */
+/*
+ * An open file: the node it pins and its own spool descriptor; or, for a
+ * sidecar of that node, its kind and either the status rendered at open
+ * or the stored transcript's descriptor.
+ */
 struct handle {
 	struct node *n;
 	int fd;
 	bool writable;
+	int sidecar; /* enum sidecar, or -1 for the file itself */
+	char *buf;
+	size_t len;
 };
 
 static struct tusfs *fs(void)
@@ -68,17 +83,178 @@ static void fill_stat(const struct node *n, struct stat *st)
 	st->st_ctim = n->ctime;
 }
 
-/* Finds the node of an open handle or of a path. Lock held. */
+/* How many sidecar kinds exist on this mount (1: .status alone). */
+static int sidecar_kinds(const struct tusfs *t)
+{
+	return poller_transcripts(t->poller) ? SIDECAR_COUNT : 1;
+}
+
+/* Whether n shows sidecar k right now. Lock held. */
+static bool sidecar_visible(const struct tusfs *t, const struct node *n, int k)
+{
+	return k == SIDECAR_STATUS ||
+	       (k < sidecar_kinds(t) && n->tr.state == TR_COMPLETED);
+}
+
+/* The upload state as users see it: "held" while a writer has the file
+ * and nothing can be sent yet. */
+static const char *shown_state(const struct node *n)
+{
+	if (n->up.state == UPLOAD_QUEUED && n->writers > 0 && !n->up.queued &&
+	    !n->up.active)
+		return "held";
+	return upload_state_name(n->up.state);
+}
+
+static double since(const struct timespec *t, const struct timespec *now)
+{
+	return (double)(now->tv_sec - t->tv_sec) +
+	       (double)(now->tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Renders n's NAME.status into *buf. Lock held. */
+static int render_status_of(const struct tusfs *t, const struct node *n,
+			    char **buf, size_t *len)
+{
+	const struct upload *up = &n->up;
+	struct status_view v = {
+	    .state = shown_state(n),
+	    .confirmed = up->offset,
+	    .total = n->size,
+	    .rate = -1,
+	    .eta = -1,
+	    .url = up->url,
+	    .task_id = up->task_id[0] ? up->task_id : NULL,
+	    .error = up->state == UPLOAD_UPLOADED ? NULL : up->message,
+	    .task_percent = -1,
+	};
+
+	if (up->state == UPLOAD_UPLOADING) {
+		struct timespec now;
+		uint64_t wire = atomic_load(&((struct node *)n)->up.wire);
+		uint64_t done = up->offset;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		v.rate = up->rate;
+		/* The request in flight, once it has run long enough to say. */
+		if (up->req_start.tv_sec && since(&up->req_start, &now) > 0.5) {
+			v.rate = (double)wire / since(&up->req_start, &now);
+			done = up->req_base + wire;
+		}
+		if (v.rate > 0 && n->size >= done)
+			v.eta = ceil((double)(n->size - done) / v.rate);
+	}
+	if (poller_transcripts(t->poller) && up->state != UPLOAD_EMPTY) {
+		v.task_status = tr_state_name(n->tr.state);
+		v.task_stage = n->tr.stage[0] ? n->tr.stage : NULL;
+		v.task_percent = n->tr.percent;
+		v.task_error = n->tr.error;
+		v.poll_error = n->tr.poll_error;
+	}
+	return render_status(&v, buf, len);
+}
+
+static void fill_sidecar_stat(const struct tusfs *t, const struct node *n,
+			      int k, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = catalog_sidecar_ino(n->ino, (enum sidecar)k);
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_uid = n->uid;
+	st->st_gid = n->gid;
+	st->st_blksize = 4096;
+	if (k == SIDECAR_STATUS) {
+		char *buf = NULL;
+		size_t len = 0;
+
+		if (render_status_of(t, n, &buf, &len) == 0)
+			st->st_size = (off_t)len;
+		free(buf);
+		/* It changes as the upload goes: as new as its content. */
+		clock_gettime(CLOCK_REALTIME, &st->st_mtim);
+	} else {
+		st->st_size = (off_t)n->tr.sizes[k - SIDECAR_TXT];
+		st->st_mtim = n->tr.done_at;
+	}
+	st->st_atim = st->st_ctim = st->st_mtim;
+	st->st_blocks = (st->st_size + 511) / 512;
+}
+
+/*
+ * Resolves a path to an entry (*k = -1) or to a visible sidecar of file
+ * *n (*k its kind). Lock held.
+ */
+static int lookup(struct tusfs *t, const char *path, struct node **n, int *k)
+{
+	struct node *dir;
+	const char *name;
+	int rc = catalog_lookup(t->cat, path, n);
+
+	*k = -1;
+	if (rc != -ENOENT ||
+	    catalog_lookup_parent(t->cat, path, &dir, &name) < 0)
+		return rc;
+	*k = catalog_sidecar(dir, name, sidecar_kinds(t), n);
+	if (*k < 0 || !sidecar_visible(t, *n, *k)) {
+		*k = -1;
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/* Finds the node of an open handle or of a path; *k as lookup(). */
 static int resolve(struct tusfs *t, const char *path,
-		   const struct fuse_file_info *fi, struct node **n)
+		   const struct fuse_file_info *fi, struct node **n, int *k)
 {
 	if (fi && fi->fh) {
 		*n = handle_of(fi)->n;
+		*k = handle_of(fi)->sidecar;
 		return 0;
 	}
 	if (!path)
 		return -ENOENT;
-	return catalog_lookup(t->cat, path, n);
+	return lookup(t, path, n, k);
+}
+
+/*
+ * Whether an entry called name may appear in dir (as n, when it is a
+ * rename): not over a sidecar's name, and, for a file, not where a real
+ * entry already has one of its sidecars' names. Lock held.
+ */
+static int check_name(const struct tusfs *t, const struct node *dir,
+		      const char *name, bool file, const struct node *n)
+{
+	struct node *owner;
+
+	if (catalog_sidecar(dir, name, sidecar_kinds(t), &owner) >= 0 &&
+	    owner != n) {
+		log_warn("'%s': refused: it is the name of a sidecar of '%s'",
+			 name, owner->name);
+		return -EEXIST;
+	}
+	if (file && catalog_sidecar_taken(dir, name, sidecar_kinds(t), n)) {
+		log_warn("'%s': refused: an entry already has the name of "
+			 "one of its sidecars",
+			 name);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+static int handle_size(const struct handle *h, struct stat *st)
+{
+	struct stat fst;
+
+	if (h->buf || h->fd < 0) {
+		st->st_size = (off_t)h->len;
+	} else {
+		if (fstat(h->fd, &fst) < 0)
+			return -errno;
+		st->st_size = fst.st_size;
+	}
+	st->st_blocks = (st->st_size + 511) / 512;
+	return 0;
 }
 
 static int tfs_getattr(const char *path, struct stat *st,
@@ -86,12 +262,17 @@ static int tfs_getattr(const char *path, struct stat *st,
 {
 	struct tusfs *t = fs();
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = resolve(t, path, fi, &n);
-	if (rc == 0)
+	rc = resolve(t, path, fi, &n, &k);
+	if (rc == 0 && k >= 0)
+		fill_sidecar_stat(t, n, k, st);
+	else if (rc == 0)
 		fill_stat(n, st);
+	/* An open sidecar is as long as what its handle reads. */
+	if (rc == 0 && k >= 0 && fi && fi->fh)
+		rc = handle_size(handle_of(fi), st);
 	catalog_unlock(t->cat);
 	return rc;
 }
@@ -135,7 +316,29 @@ static int tfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		fill_stat(c, &st);
 		if (filler(buf, c->name, &st, 0, 0))
 			break;
+		for (int k = 0; S_ISREG(c->mode) && k < SIDECAR_COUNT; k++) {
+			char name[512];
+
+			if (!sidecar_visible(t, c, k))
+				continue;
+			/* Past NAME_MAX a sidecar cannot exist. */
+			if (snprintf(name, sizeof(name), "%s%s", c->name,
+				     catalog_sidecar_suffix((enum sidecar)k)) >
+			    255)
+				continue;
+			/* A real entry of that name hides it (older trees). */
+			if (catalog_child(dir, name))
+				continue;
+			/* Without readdirplus only st_ino and the type count.
+			 */
+			st.st_ino =
+			    catalog_sidecar_ino(c->ino, (enum sidecar)k);
+			st.st_mode = S_IFREG | 0444;
+			if (filler(buf, name, &st, 0, 0))
+				goto full;
+		}
 	}
+full:
 	catalog_unlock(t->cat);
 	return 0;
 }
@@ -172,6 +375,8 @@ static int tfs_mkdir(const char *path, mode_t mode)
 	catalog_lock(t->cat);
 	rc = catalog_lookup_parent(t->cat, path, &parent, &name);
 	if (rc == 0)
+		rc = check_name(t, parent, name, false, NULL);
+	if (rc == 0)
 		rc = catalog_add(t->cat, parent, name, S_IFDIR | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);
 	if (rc == 0)
@@ -184,11 +389,11 @@ static int tfs_rmdir(const char *path)
 {
 	struct tusfs *t = fs();
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = catalog_lookup(t->cat, path, &n);
-	if (rc == 0 && !S_ISDIR(n->mode))
+	rc = lookup(t, path, &n, &k);
+	if (rc == 0 && (k >= 0 || !S_ISDIR(n->mode)))
 		rc = -ENOTDIR;
 	else if (rc == 0 && n == catalog_root(t->cat))
 		rc = -EBUSY;
@@ -206,11 +411,13 @@ static int tfs_unlink(const char *path)
 {
 	struct tusfs *t = fs();
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = catalog_lookup(t->cat, path, &n);
-	if (rc == 0 && S_ISDIR(n->mode))
+	rc = lookup(t, path, &n, &k);
+	if (rc == 0 && k >= 0)
+		rc = -EPERM; /* a sidecar goes with its file */
+	else if (rc == 0 && S_ISDIR(n->mode))
 		rc = -EISDIR;
 	if (rc == 0) {
 		/* Stop the bytes on the wire; the engine ends the upload. */
@@ -230,14 +437,18 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 	struct tusfs *t = fs();
 	struct node *n, *dir, *victim;
 	const char *name;
-	int rc;
+	int rc, k;
 
 	if (flags & ~RENAME_NOREPLACE)
 		return -EINVAL;
 	catalog_lock(t->cat);
-	rc = catalog_lookup(t->cat, from, &n);
+	rc = lookup(t, from, &n, &k);
+	if (rc == 0 && k >= 0)
+		rc = -EPERM; /* sidecars follow their file, never alone */
 	if (rc == 0)
 		rc = catalog_lookup_parent(t->cat, to, &dir, &name);
+	if (rc == 0)
+		rc = check_name(t, dir, name, S_ISREG(n->mode), n);
 	if (rc < 0)
 		goto out;
 	for (struct node *p = dir; p; p = p->parent)
@@ -295,6 +506,7 @@ static int make_handle(struct tusfs *t, struct node *n, int flags,
 		return rc;
 	}
 	h->n = n;
+	h->sidecar = -1;
 	h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 	catalog_get(n);
 	n->opens++;
@@ -315,6 +527,8 @@ static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	catalog_lock(t->cat);
 	rc = catalog_lookup_parent(t->cat, path, &parent, &name);
 	if (rc == 0)
+		rc = check_name(t, parent, name, true, NULL);
+	if (rc == 0)
 		rc = catalog_add(t->cat, parent, name, S_IFREG | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);
 	if (rc == 0)
@@ -334,6 +548,14 @@ static void put_handle(struct tusfs *t, struct handle *h)
 {
 	struct node *n = h->n;
 
+	if (h->sidecar >= 0) {
+		if (h->fd >= 0)
+			close(h->fd);
+		free(h->buf);
+		catalog_put(t->cat, n);
+		free(h);
+		return;
+	}
 	close(h->fd);
 	n->opens--;
 	/* The last writer's close seals the size: the rest can go. */
@@ -355,15 +577,54 @@ static int reset_file(struct tusfs *t, struct node *n, int fd)
 	return engine_new_upload(t->engine, n);
 }
 
+/* Opens sidecar k of n, read-only. Lock held. */
+static int open_sidecar(struct tusfs *t, struct node *n, int k,
+			struct fuse_file_info *fi)
+{
+	struct handle *h;
+	int rc = 0;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return -EACCES;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->fd = -1;
+	if (k == SIDECAR_STATUS) {
+		rc = render_status_of(t, n, &h->buf, &h->len);
+	} else {
+		h->fd = poller_open_transcript(
+		    t->poller, n, (enum render_format)(k - SIDECAR_TXT));
+		rc = h->fd < 0 ? h->fd : 0;
+	}
+	if (rc < 0) {
+		free(h);
+		return rc;
+	}
+	h->n = n;
+	h->sidecar = k;
+	catalog_get(n);
+	/* Someone is watching: let the poller look again soon. */
+	poller_watch(t->poller, n);
+	fi->direct_io = 1;
+	fi->fh = (uintptr_t)h;
+	return 0;
+}
+
 static int tfs_open(const char *path, struct fuse_file_info *fi)
 {
 	struct tusfs *t = fs();
 	bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = catalog_lookup(t->cat, path, &n);
+	rc = lookup(t, path, &n, &k);
+	if (rc == 0 && k >= 0) {
+		rc = open_sidecar(t, n, k, fi);
+		catalog_unlock(t->cat);
+		return rc;
+	}
 	if (rc == 0 && S_ISDIR(n->mode))
 		rc = -EISDIR;
 	/* A finished upload is immutable; only replacing it is allowed. */
@@ -388,11 +649,20 @@ static int tfs_open(const char *path, struct fuse_file_info *fi)
 static int tfs_read(const char *path, char *buf, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	const struct handle *h = handle_of(fi);
 	ssize_t r;
 
 	(void)path;
+	if (h->buf) {
+		if ((uint64_t)off >= h->len)
+			return 0;
+		if (size > h->len - (size_t)off)
+			size = h->len - (size_t)off;
+		memcpy(buf, h->buf + off, size);
+		return (int)size;
+	}
 	do {
-		r = pread(handle_of(fi)->fd, buf, size, off);
+		r = pread(h->fd, buf, size, off);
 	} while (r < 0 && errno == EINTR);
 	return r < 0 ? -errno : (int)r;
 }
@@ -461,6 +731,8 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	int rc;
 
 	(void)path;
+	if (!h->writable)
+		return -EBADF;
 	if (t->server.max_size && end > t->server.max_size)
 		return -EFBIG;
 	catalog_lock(t->cat);
@@ -528,6 +800,8 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	int rc;
 
 	(void)path;
+	if (h->sidecar >= 0)
+		return 0;
 	if ((datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
 		return -errno;
 	catalog_lock(t->cat);
@@ -566,11 +840,13 @@ static int tfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct tusfs *t = fs();
 	struct node *n;
-	int fd = -1, rc;
+	int fd = -1, rc, k;
 
 	catalog_lock(t->cat);
-	rc = resolve(t, path, fi, &n);
-	if (rc == 0 && S_ISDIR(n->mode))
+	rc = resolve(t, path, fi, &n, &k);
+	if (rc == 0 && k >= 0)
+		rc = -EACCES;
+	else if (rc == 0 && S_ISDIR(n->mode))
 		rc = -EISDIR;
 	if (rc < 0)
 		goto out;
@@ -610,10 +886,12 @@ static int tfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct tusfs *t = fs();
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = resolve(t, path, fi, &n);
+	rc = resolve(t, path, fi, &n, &k);
+	if (rc == 0 && k >= 0)
+		rc = -EPERM;
 	if (rc == 0) {
 		n->mode = (n->mode & S_IFMT) | (mode & 07777);
 		clock_gettime(CLOCK_REALTIME, &n->ctime);
@@ -629,10 +907,12 @@ static int tfs_chown(const char *path, uid_t uid, gid_t gid,
 	struct tusfs *t = fs();
 	const struct fuse_context *ctx = fuse_get_context();
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = resolve(t, path, fi, &n);
+	rc = resolve(t, path, fi, &n, &k);
+	if (rc == 0 && k >= 0)
+		rc = -EPERM;
 	/* As on any filesystem, only root gives a file away. */
 	if (rc == 0 && ctx->uid != 0 &&
 	    ((uid != (uid_t)-1 && uid != n->uid) || ctx->uid != n->uid))
@@ -664,10 +944,12 @@ static int tfs_utimens(const char *path, const struct timespec tv[2],
 {
 	struct tusfs *t = fs();
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = resolve(t, path, fi, &n);
+	rc = resolve(t, path, fi, &n, &k);
+	if (rc == 0 && k >= 0)
+		rc = -EPERM;
 	if (rc == 0) {
 		set_time(&n->atime, &tv[0]);
 		set_time(&n->mtime, &tv[1]);
@@ -683,8 +965,8 @@ static int tfs_utimens(const char *path, const struct timespec tv[2],
  * managers. Values are computed under the lock into buf. Returns the
  * length, or -ENODATA when the attribute does not apply.
  */
-static int xattr_value(const struct node *n, bool root, const char *name,
-		       char *buf, size_t size)
+static int xattr_value(const struct tusfs *t, const struct node *n, bool root,
+		       const char *name, char *buf, size_t size)
 {
 	const char *v = NULL;
 	int len;
@@ -697,13 +979,19 @@ static int xattr_value(const struct node *n, bool root, const char *name,
 	else if (!S_ISREG(n->mode))
 		return -ENODATA;
 	else if (strcmp(name, "state") == 0)
-		v = upload_state_name(n->up.state);
+		v = shown_state(n);
+	else if (strcmp(name, "transcription") == 0)
+		v = poller_transcripts(t->poller) &&
+			    n->up.state != UPLOAD_EMPTY && n->up.task_id[0]
+			? tr_state_name(n->tr.state)
+			: NULL;
 	else if (strcmp(name, "url") == 0)
 		v = n->up.url;
 	else if (strcmp(name, "task_id") == 0)
 		v = n->up.task_id[0] ? n->up.task_id : NULL;
 	else if (strcmp(name, "error") == 0)
-		v = n->up.state == UPLOAD_UPLOADED ? NULL : n->up.message;
+		v = n->up.state == UPLOAD_UPLOADED ? n->tr.error
+						   : n->up.message;
 	else if (strcmp(name, "progress") == 0) {
 		len = snprintf(buf, size, "%llu %llu",
 			       (unsigned long long)n->up.offset,
@@ -722,12 +1010,14 @@ static int tfs_getxattr(const char *path, const char *name, char *value,
 	struct tusfs *t = fs();
 	char buf[FS_XATTR_MAX];
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = catalog_lookup(t->cat, path, &n);
-	if (rc == 0)
-		rc = xattr_value(n, n == catalog_root(t->cat), name, buf,
+	rc = lookup(t, path, &n, &k);
+	if (rc == 0 && k >= 0)
+		rc = -ENODATA;
+	else if (rc == 0)
+		rc = xattr_value(t, n, n == catalog_root(t->cat), name, buf,
 				 sizeof(buf));
 	catalog_unlock(t->cat);
 	if (rc < 0 || size == 0)
@@ -740,21 +1030,23 @@ static int tfs_getxattr(const char *path, const char *name, char *value,
 
 static int tfs_listxattr(const char *path, char *list, size_t size)
 {
-	static const char *const names[] = {"state",   "progress", "url",
-					    "task_id", "error",	   "version"};
+	static const char *const names[] = {
+	    "state", "progress",      "url",	"task_id",
+	    "error", "transcription", "version"};
 	struct tusfs *t = fs();
 	char buf[FS_XATTR_MAX], all[256];
 	size_t len = 0;
 	struct node *n;
-	int rc;
+	int rc, k;
 
 	catalog_lock(t->cat);
-	rc = catalog_lookup(t->cat, path, &n);
-	for (size_t i = 0; rc == 0 && i < sizeof(names) / sizeof(*names); i++) {
+	rc = lookup(t, path, &n, &k);
+	for (size_t i = 0;
+	     rc == 0 && k < 0 && i < sizeof(names) / sizeof(*names); i++) {
 		char full[64];
 
 		snprintf(full, sizeof(full), FS_XATTR_PREFIX "%s", names[i]);
-		if (xattr_value(n, n == catalog_root(t->cat), full, buf,
+		if (xattr_value(t, n, n == catalog_root(t->cat), full, buf,
 				sizeof(buf)) < 0)
 			continue;
 		memcpy(all + len, full, strlen(full) + 1);

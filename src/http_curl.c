@@ -46,6 +46,8 @@ struct xfer {
 	uint64_t sent;
 	int read_err;
 	bool headers_too_big;
+	bool body_too_big;
+	size_t headers_cap, body_cap;
 	/* Stall detection: the byte counts last seen and when they moved. */
 	curl_off_t last_ul, last_dl;
 	struct timespec last_move;
@@ -128,21 +130,33 @@ out:
 	return rc;
 }
 
-/* Appends len bytes to a NUL-terminated buffer capped at max. */
-static int append(char **buf, size_t *len, const char *data, size_t n,
-		  size_t max)
+/*
+ * Appends n bytes to a NUL-terminated buffer of *cap bytes capped at max.
+ * The buffer doubles, so a body of many megabytes costs a few copies, not
+ * one per piece libcurl hands over.
+ */
+static int append(char **buf, size_t *len, size_t *cap, const char *data,
+		  size_t n, size_t max)
 {
-	char *p;
-
 	if (*len + n > max)
 		return -E2BIG;
-	p = realloc(*buf, *len + n + 1);
-	if (!p)
-		return -ENOMEM;
-	memcpy(p + *len, data, n);
+	if (*len + n + 1 > *cap) {
+		size_t want = *cap ? *cap : 4096;
+		char *p;
+
+		while (want < *len + n + 1)
+			want *= 2;
+		if (want > max + 1)
+			want = max + 1;
+		p = realloc(*buf, want);
+		if (!p)
+			return -ENOMEM;
+		*buf = p;
+		*cap = want;
+	}
+	memcpy(*buf + *len, data, n);
 	*len += n;
-	p[*len] = '\0';
-	*buf = p;
+	(*buf)[*len] = '\0';
 	return 0;
 }
 
@@ -155,7 +169,7 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *arg)
 	/* A new status line (after 100 Continue) starts a new header block. */
 	if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
 		resp->headers_len = 0;
-	if (append(&resp->headers, &resp->headers_len, data, n,
+	if (append(&resp->headers, &resp->headers_len, &x->headers_cap, data, n,
 		   HTTP_MAX_HEADERS) < 0) {
 		x->headers_too_big = true;
 		return 0;
@@ -168,12 +182,20 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 	struct xfer *x = arg;
 	struct http_response *resp = x->resp;
 	size_t n = size * nmemb;
-	size_t room = HTTP_MAX_BODY - resp->body_len;
+	size_t max = x->req->max_body ? x->req->max_body : HTTP_MAX_BODY;
+	size_t room = max - resp->body_len;
+	int rc;
 
+	if (x->req->max_body) {
+		rc = append(&resp->body, &resp->body_len, &x->body_cap, data, n,
+			    max);
+		x->body_too_big = rc == -E2BIG;
+		return rc < 0 ? 0 : n;
+	}
 	/* Past the cap the rest is read and dropped, not treated as an error.
 	 */
-	if (room > 0 && append(&resp->body, &resp->body_len, data,
-			       n < room ? n : room, HTTP_MAX_BODY) < 0)
+	if (room > 0 && append(&resp->body, &resp->body_len, &x->body_cap, data,
+			       n < room ? n : room, max) < 0)
 		return 0;
 	return n;
 }
@@ -267,6 +289,8 @@ static int map_curl_error(CURLcode code, const struct xfer *x)
 	case CURLE_ABORTED_BY_CALLBACK:
 		return -ECANCELED;
 	case CURLE_WRITE_ERROR:
+		if (x->body_too_big)
+			return -EMSGSIZE;
 		return x->headers_too_big ? -E2BIG : -ENOMEM;
 	case CURLE_READ_ERROR:
 		return -EIO;
@@ -397,6 +421,9 @@ static int curl_perform(struct http *h, const struct http_request *req,
 			snprintf(resp->error, sizeof(resp->error),
 				 "stalled: no progress for %ld s",
 				 hc->stall_timeout_s);
+		else if (x.body_too_big)
+			snprintf(resp->error, sizeof(resp->error),
+				 "answer larger than %zu bytes", req->max_body);
 		else
 			snprintf(resp->error, sizeof(resp->error), "%s",
 				 errbuf[0] ? errbuf : curl_easy_strerror(code));

@@ -56,6 +56,13 @@ enum tag {
 	T_STATE,
 	T_FLAGS,
 	T_MESSAGE,
+	T_TR_STATE,
+	T_TR_STAGE,
+	T_TR_PERCENT,
+	T_TR_SINCE,
+	T_TR_DONE,
+	T_TR_SIZES,
+	T_TR_ERROR,
 	T_COUNT
 };
 
@@ -109,10 +116,30 @@ static size_t str_len(const char *s)
 	return s ? strlen(s) : 0;
 }
 
+static void put_transcription(struct out *o, const struct journal_entry *e)
+{
+	if (e->tr_state == TR_NONE)
+		return;
+	put_u64(o, T_TR_STATE, e->tr_state);
+	if (e->tr_stage[0])
+		put_field(o, T_TR_STAGE, e->tr_stage, strlen(e->tr_stage));
+	put_u64(o, T_TR_PERCENT, (uint64_t)(int64_t)e->tr_percent);
+	put_time(o, T_TR_SINCE, &e->tr_since);
+	put_time(o, T_TR_DONE, &e->tr_done);
+	put_le(o, T_TR_SIZES, 1);
+	put_le(o, sizeof(e->tr_sizes), 4);
+	for (size_t i = 0; i < 4; i++)
+		put_le(o, e->tr_sizes[i], 8);
+	if (e->tr_error)
+		put_field(o, T_TR_ERROR, e->tr_error, strlen(e->tr_error));
+}
+
 int journal_encode(const struct journal_entry *e, char **buf, size_t *len)
 {
 	size_t names = str_len(e->name) + str_len(e->url) +
-		       str_len(e->message) + str_len(e->task_id);
+		       str_len(e->message) + str_len(e->task_id) +
+		       str_len(e->tr_error) + sizeof(e->tr_stage) +
+		       sizeof(e->tr_sizes);
 	/* Fixed fields: at most T_COUNT of 5 + 16 bytes. */
 	size_t cap = HEADER_LEN + T_COUNT * 21 + names;
 	struct out o = {.len = HEADER_LEN};
@@ -150,6 +177,7 @@ int journal_encode(const struct journal_entry *e, char **buf, size_t *len)
 		if (e->message)
 			put_field(&o, T_MESSAGE, e->message,
 				  strlen(e->message));
+		put_transcription(&o, e);
 	}
 	{
 		size_t body = o.len - HEADER_LEN;
@@ -210,22 +238,24 @@ static int decode_field(struct journal_entry *e, unsigned tag,
 	uint64_t b = len >= 16 ? get_le(v + 8, 8) : 0;
 	struct timespec ts = {.tv_sec = (time_t)a, .tv_nsec = (long)b};
 	bool pair = tag == T_ATIME || tag == T_MTIME || tag == T_CTIME ||
-		    tag == T_FINGERPRINT;
+		    tag == T_FINGERPRINT || tag == T_TR_SINCE ||
+		    tag == T_TR_DONE;
 	bool string = tag == T_NAME || tag == T_URL || tag == T_MESSAGE ||
-		      tag == T_TASK_ID;
-	size_t want = pair ? 16 : 8;
+		      tag == T_TASK_ID || tag == T_TR_STAGE ||
+		      tag == T_TR_ERROR;
+	size_t want = tag == T_TR_SIZES ? sizeof(e->tr_sizes) : pair ? 16 : 8;
 
 	if (tag >= T_INO && tag < T_COUNT && !string && len != want)
 		return -EBADMSG;
-	if (want == 16 && tag != T_FINGERPRINT && b >= 1000000000)
+	if (pair && tag != T_FINGERPRINT && b >= 1000000000)
 		return -EBADMSG;
 	switch (tag) {
 	case T_INO:
 		e->ino = a;
-		return a && a <= JOURNAL_MAX_INO ? 0 : -EBADMSG;
+		return a && a < JOURNAL_MAX_INO ? 0 : -EBADMSG;
 	case T_PARENT:
 		e->parent = a;
-		return a <= JOURNAL_MAX_INO ? 0 : -EBADMSG;
+		return a < JOURNAL_MAX_INO ? 0 : -EBADMSG;
 	case T_SEQ:
 		e->seq = a;
 		return 0;
@@ -286,6 +316,37 @@ static int decode_field(struct journal_entry *e, unsigned tag,
 		return 0;
 	case T_MESSAGE:
 		return get_string(v, len, MAX_MESSAGE, false, &e->message);
+	case T_TR_STATE:
+		e->tr_state = (uint32_t)a;
+		return a <= TR_MISSING ? 0 : -EBADMSG;
+	case T_TR_STAGE:
+		if (len >= sizeof(e->tr_stage))
+			return -EBADMSG;
+		for (size_t i = 0; i < len; i++)
+			if (v[i] < 0x20 || v[i] >= 0x7f)
+				return -EBADMSG;
+		memcpy(e->tr_stage, v, len);
+		e->tr_stage[len] = '\0';
+		return 0;
+	case T_TR_PERCENT:
+		e->tr_percent = (int32_t)(int64_t)a;
+		return e->tr_percent >= -1 && e->tr_percent <= 100 ? 0
+								   : -EBADMSG;
+	case T_TR_SINCE:
+		e->tr_since = ts;
+		return 0;
+	case T_TR_DONE:
+		e->tr_done = ts;
+		return 0;
+	case T_TR_SIZES:
+		for (size_t i = 0; i < 4; i++) {
+			e->tr_sizes[i] = get_le(v + 8 * i, 8);
+			if (e->tr_sizes[i] > INT64_MAX)
+				return -EBADMSG;
+		}
+		return 0;
+	case T_TR_ERROR:
+		return get_string(v, len, MAX_MESSAGE, false, &e->tr_error);
 	default:
 		return 0; /* a field from a newer version */
 	}
@@ -300,6 +361,7 @@ int journal_decode(const void *buf, size_t len, struct journal_entry *e)
 
 	memset(e, 0, sizeof(*e));
 	e->declared_length = TUS_LENGTH_UNKNOWN;
+	e->tr_percent = -1;
 	if (len < HEADER_LEN || memcmp(p, MAGIC, 4) != 0 ||
 	    get_le(p + 4, 2) != VERSION || get_le(p + 6, 2) != 0)
 		return -EBADMSG;
@@ -349,6 +411,7 @@ void journal_entry_clear(struct journal_entry *e)
 	free(e->name);
 	free(e->url);
 	free(e->message);
+	free(e->tr_error);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -450,6 +513,13 @@ static void snapshot(const struct node *n, uint64_t seq,
 	e->restart = n->up.restart;
 	e->new_generation = n->up.new_generation;
 	e->message = n->up.message;
+	e->tr_state = n->tr.state;
+	memcpy(e->tr_stage, n->tr.stage, sizeof(e->tr_stage));
+	e->tr_percent = n->tr.percent;
+	e->tr_since = n->tr.since;
+	e->tr_done = n->tr.done_at;
+	memcpy(e->tr_sizes, n->tr.sizes, sizeof(e->tr_sizes));
+	e->tr_error = n->tr.error;
 }
 
 static int write_record(struct journal *j, const struct op *op)
@@ -841,6 +911,15 @@ static void restore_file(struct node *n, const struct journal_entry *e,
 	up->fp_hash = e->fp_hash;
 	up->state = done ? (enum upload_state)e->state : UPLOAD_QUEUED;
 	up->need_head = up->url && !done;
+	if (e->state == UPLOAD_UPLOADED) {
+		n->tr.state = (enum tr_state)e->tr_state;
+		memcpy(n->tr.stage, e->tr_stage, sizeof(n->tr.stage));
+		n->tr.percent = e->tr_percent;
+		n->tr.since = e->tr_since;
+		n->tr.done_at = e->tr_done;
+		memcpy(n->tr.sizes, e->tr_sizes, sizeof(n->tr.sizes));
+		n->tr.error = e->tr_error ? strdup(e->tr_error) : NULL;
+	}
 	up->url_durable = true;
 	if (size == -ENOENT && (n->size == 0 || done)) {
 		/* Empty, or released from the cache after its upload. */
@@ -868,6 +947,9 @@ static void restore_file(struct node *n, const struct journal_entry *e,
 			up->fp_valid = false;
 			if (meta_uuid4(up->task_id) < 0)
 				up->task_id[0] = '\0';
+			free(n->tr.error);
+			memset(&n->tr, 0, sizeof(n->tr));
+			n->tr.percent = -1;
 		}
 		n->size = (uint64_t)size;
 		up->verify = up->fp_valid;

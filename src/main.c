@@ -24,18 +24,39 @@
 
 #define CONNECT_TIMEOUT_S 15
 
-static void remove_spool_file(struct node *n, void *arg)
+/* A file's last reference went: its spool and transcripts go too. */
+static void remove_local_files(struct node *n, void *arg)
 {
-	spool_remove(arg, n->ino);
+	const struct tusfs *t = arg;
+
+	spool_remove(t->spool, n->ino);
+	if (t->poller)
+		poller_forget(t->poller, n);
 }
 
-/* OPTIONS on the endpoint; prints why it is unusable. */
+/* Fills in the task routes the options left out, from the endpoint. */
+static int task_routes(struct config *cfg, const char *origin)
+{
+	if (!cfg->task_url &&
+	    asprintf(&cfg->task_url, "%s/task/{id}", origin) < 0)
+		cfg->task_url = NULL;
+	if (!cfg->progress_url &&
+	    asprintf(&cfg->progress_url, "%s/tasks/{id}/progress", origin) < 0)
+		cfg->progress_url = NULL;
+	return cfg->task_url && cfg->progress_url ? 0 : -ENOMEM;
+}
+
+/*
+ * OPTIONS on the endpoint. 0; -EAGAIN when it cannot be reached now; or
+ * -errno when it is unusable (not TUS, refused), after saying why.
+ */
 static int discover(const struct http_curl_config *hc, const char *endpoint,
 		    struct tus_server *srv)
 {
 	struct http *http = http_curl_create(hc);
 	struct tus_client *tus;
 	struct tus_status st;
+	enum tus_outcome o;
 	int rc = -ENOMEM;
 
 	if (!http)
@@ -43,15 +64,58 @@ static int discover(const struct http_curl_config *hc, const char *endpoint,
 	tus = tus_client_create(http, endpoint, &rc);
 	if (tus) {
 		rc = 0;
-		if (tus_discover(tus, srv, &st) != TUS_OK) {
+		o = tus_discover(tus, srv, &st);
+		if (o != TUS_OK) {
 			fprintf(stderr, "tusfs: cannot use endpoint '%s': %s\n",
 				endpoint, st.message);
-			rc = -EIO;
+			rc = o == TUS_RETRY ? -EAGAIN : -EIO;
 		}
 	}
 	tus_client_free(tus);
 	http_free(http);
 	return rc;
+}
+
+/*
+ * STATE/server remembers what the endpoint offered at the last mount, so
+ * a mount works while the server is down: the sidecars and the spool are
+ * local, and uploads resume when it is back.
+ */
+static int load_server(const char *state_dir, struct tus_server *srv)
+{
+	char path[4096];
+	unsigned long long max_size;
+	unsigned ext;
+	FILE *f;
+	int n;
+
+	snprintf(path, sizeof(path), "%s/server", state_dir);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	n = fscanf(f, "tus extensions=%u max_size=%llu", &ext, &max_size);
+	fclose(f);
+	if (n != 2)
+		return -EINVAL;
+	srv->extensions = ext;
+	srv->max_size = max_size;
+	return 0;
+}
+
+static void save_server(const char *state_dir, const struct tus_server *srv)
+{
+	char path[4096], tmp[4100];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/server", state_dir);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	f = fopen(tmp, "we");
+	if (!f)
+		return;
+	fprintf(f, "tus extensions=%u max_size=%llu\n", srv->extensions,
+		(unsigned long long)srv->max_size);
+	if (fclose(f) == 0)
+		rename(tmp, path);
 }
 
 static int serve(struct fuse *fuse, const struct fuse_cmdline_opts *fopts)
@@ -86,12 +150,18 @@ static int run(struct config *cfg, struct fuse_args *args,
 	    .language = cfg->language,
 	    .cache_size = cfg->cache_size,
 	};
+	struct poller_config pc = {
+	    .transcripts = cfg->transcripts,
+	    .task_timeout_s = cfg->task_timeout_s,
+	    .state_dir = cfg->state_dir,
+	};
 	struct tusfs t = {.chunk_size = cfg->chunk_size,
 			  .fsync_local = cfg->fsync_local};
 	char origin[512];
 	struct journal_stats js;
 	struct fuse *fuse = NULL;
 	uint64_t max_id = 0;
+	bool discovered;
 	int rc;
 
 	if (http_url_origin(cfg->endpoint, origin, sizeof(origin)) < 0) {
@@ -101,8 +171,18 @@ static int run(struct config *cfg, struct fuse_args *args,
 	}
 	hc.auth_origin = origin;
 	ec.http = hc;
+	pc.http = hc;
+	if (task_routes(cfg, origin) < 0)
+		return -ENOMEM;
+	pc.task_url = cfg->task_url;
+	pc.progress_url = cfg->progress_url;
 	rc = discover(&hc, cfg->endpoint, &t.server);
-	if (rc < 0)
+	discovered = rc == 0;
+	if (rc == -EAGAIN && load_server(cfg->state_dir, &t.server) == 0)
+		fprintf(stderr, "tusfs: mounting with what the endpoint "
+				"offered last time; uploads go on when it is "
+				"back\n");
+	else if (rc < 0)
 		return rc;
 	ec.server = t.server;
 
@@ -112,9 +192,11 @@ static int run(struct config *cfg, struct fuse_args *args,
 			cfg->state_dir, strerror(-rc));
 		return rc;
 	}
+	if (discovered)
+		save_server(cfg->state_dir, &t.server);
 	rc = -ENOMEM;
 	t.cat = catalog_create(getuid(), getgid(), max_id + 1,
-			       remove_spool_file, t.spool);
+			       remove_local_files, &t);
 	if (!t.cat)
 		goto out;
 	t.journal = journal_open(cfg->state_dir, t.cat, &rc);
@@ -124,10 +206,19 @@ static int run(struct config *cfg, struct fuse_args *args,
 		goto out;
 	}
 	ec.journal = t.journal;
+	pc.journal = t.journal;
+	t.poller = poller_create(&pc, t.cat, &rc);
+	if (!t.poller) {
+		fprintf(stderr, "tusfs: cannot use state directory '%s': %s\n",
+			cfg->state_dir, strerror(-rc));
+		goto out;
+	}
+	ec.poller = t.poller;
 	t.engine = engine_create(&ec, t.cat, t.spool, &rc);
 	if (!t.engine)
 		goto out;
 	engine_resume(t.engine);
+	poller_resume(t.poller);
 
 	rc = -EIO;
 	fuse =
@@ -145,6 +236,8 @@ static int run(struct config *cfg, struct fuse_args *args,
 	rc = journal_start(t.journal);
 	if (rc == 0)
 		rc = engine_start(t.engine);
+	if (rc == 0)
+		rc = poller_start(t.poller);
 	if (rc < 0) {
 		log_error("cannot start threads: %s", strerror(-rc));
 		goto out_threads;
@@ -162,6 +255,7 @@ static int run(struct config *cfg, struct fuse_args *args,
 		log_info("signal %d: saving state and exiting", rc);
 	rc = rc < 0 ? -EIO : 0;
 out_threads:
+	poller_stop(t.poller);
 	engine_stop(t.engine);
 	journal_stop(t.journal);
 out_signals:
@@ -172,7 +266,10 @@ out_destroy:
 	fuse_destroy(fuse);
 out:
 	engine_free(t.engine);
+	/* The journal may drop the last reference of a node, whose free
+	 * hook asks the poller to remove its transcripts. */
 	journal_free(t.journal);
+	poller_free(t.poller);
 	catalog_free(t.cat);
 	spool_free(t.spool);
 	return rc;

@@ -1,6 +1,7 @@
 /*
- * `tusfs wait MOUNTPOINT [--timeout S]`: blocks until every upload on a
- * mount is confirmed by the server, or reports the ones that failed. It
+ * `tusfs wait MOUNTPOINT [--timeout S] [--transcripts]`: blocks until every
+ * upload on a mount is confirmed by the server (and, with --transcripts,
+ * every transcription has finished), or reports the ones that failed. It
  * talks to the daemon only through the filesystem (the user.tusfs.*
  * attributes), so it needs no socket and works for whoever can read the
  * mount. The walk is repeated every POLL_MS; a mount with thousands of
@@ -25,6 +26,7 @@
 static struct tally {
 	unsigned pending, failed;
 	bool report; /* print failed (and pending) files this walk */
+	bool transcripts;
 	size_t prefix;
 } tally;
 
@@ -39,13 +41,21 @@ static ssize_t attr(const char *path, const char *name, char *buf, size_t size)
 static int visit(const char *path, const struct stat *st, int type,
 		 struct FTW *ftw)
 {
-	char state[32], err[FS_XATTR_MAX];
+	char state[32], err[FS_XATTR_MAX], tr[32];
 
 	(void)st;
 	(void)ftw;
 	if (type != FTW_F ||
 	    attr(path, FS_XATTR_PREFIX "state", state, sizeof(state)) < 0)
 		return 0;
+	/* Once uploaded, the transcription's state is what counts. */
+	if (tally.transcripts && strcmp(state, "uploaded") == 0 &&
+	    attr(path, FS_XATTR_PREFIX "transcription", tr, sizeof(tr)) >= 0 &&
+	    strcmp(tr, "completed") != 0)
+		snprintf(state, sizeof(state), "%s",
+			 strcmp(tr, "failed") == 0 || strcmp(tr, "missing") == 0
+			     ? "failed"
+			     : tr);
 	if (strcmp(state, "failed") == 0) {
 		tally.failed++;
 		if (tally.report) {
@@ -67,13 +77,16 @@ static int visit(const char *path, const struct stat *st, int type,
 
 static int walk(const char *mnt, bool report)
 {
-	tally = (struct tally){.report = report, .prefix = strlen(mnt) + 1};
+	tally = (struct tally){.report = report,
+			       .transcripts = tally.transcripts,
+			       .prefix = strlen(mnt) + 1};
 	return nftw(mnt, visit, 16, FTW_PHYS | FTW_MOUNT);
 }
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: tusfs wait MOUNTPOINT [--timeout SECONDS]\n");
+	fprintf(stderr, "usage: tusfs wait MOUNTPOINT [--timeout SECONDS] "
+			"[--transcripts]\n");
 }
 
 int wait_main(int argc, char *argv[])
@@ -92,6 +105,8 @@ int wait_main(int argc, char *argv[])
 				usage();
 				return WAIT_USAGE;
 			}
+		} else if (strcmp(argv[i], "--transcripts") == 0) {
+			tally.transcripts = true;
 		} else if (!mnt && argv[i][0] != '-') {
 			mnt = argv[i];
 		} else {
@@ -130,7 +145,7 @@ int wait_main(int argc, char *argv[])
 		if (timeout >= 0 && elapsed >= timeout) {
 			walk(mnt, true);
 			fprintf(stderr,
-				"tusfs wait: timed out with %u uploads "
+				"tusfs wait: timed out with %u files "
 				"pending\n",
 				tally.pending);
 			return WAIT_TIMEOUT;

@@ -23,6 +23,8 @@
 #include <time.h>
 
 #define CATALOG_ROOT_INO 1
+/* Inode numbers stay below this; the bits above it number sidecars. */
+#define CATALOG_MAX_INO (1ULL << 56)
 
 /* Where a file's upload stands, as the status sidecar will show it. */
 enum upload_state {
@@ -35,6 +37,39 @@ enum upload_state {
 };
 
 const char *upload_state_name(enum upload_state s);
+
+/* Where a file's transcription stands, as the poller last saw it. */
+enum tr_state {
+	TR_NONE,       /* the upload is not complete (or transcripts off) */
+	TR_QUEUED,     /* uploaded; the server has no task for it yet */
+	TR_PROCESSING, /* the server is transcribing */
+	TR_COMPLETED,  /* done; the transcripts are in the state directory */
+	TR_FAILED,     /* the server gave up; error says why */
+	TR_MISSING,    /* the task never appeared, or vanished */
+};
+
+const char *tr_state_name(enum tr_state s);
+
+/* A file's transcription; the poller's fields are its own business. */
+struct transcription {
+	enum tr_state state;
+	char stage[32];	  /* progress_stage, "" when unknown */
+	int percent;	  /* progress_percentage, -1 when unknown */
+	char *error;	  /* the server's message for a failed task */
+	char *poll_error; /* what went wrong with the last poll, or NULL */
+	/* CLOCK_REALTIME: when the upload completed (the wait for the task
+	 * counts from there) and when the transcripts were stored. */
+	struct timespec since, done_at;
+	/* Bytes of each stored transcript (enum render_format order). */
+	uint64_t sizes[4];
+	/* Poller: on its list, a poll in flight, when the next is due
+	 * (CLOCK_MONOTONIC), the current backoff, the list link. */
+	bool listed;
+	bool busy;
+	struct timespec due, last_poll;
+	unsigned interval_ms;
+	struct node *pnext;
+};
 
 struct upload {
 	enum upload_state state;
@@ -87,6 +122,13 @@ struct upload {
 	bool cached;
 	uint64_t cache_len;
 	struct node *cprev, *cnext;
+	/* The request in flight: the offset it started at, when, and the
+	 * body bytes handed to the transport so far (read without the lock),
+	 * for the rate and ETA in NAME.status; rate is the last request's. */
+	uint64_t req_base;
+	struct timespec req_start;
+	atomic_uint_fast64_t wire;
+	double rate;
 };
 
 struct node {
@@ -107,6 +149,7 @@ struct node {
 	unsigned opens;
 	unsigned writers;
 	struct upload up;
+	struct transcription tr;
 	/* Journal bookkeeping: the latest change's number, the result of the
 	 * last write, and the dirty list link. */
 	uint64_t jseq;
@@ -203,5 +246,43 @@ int catalog_relpath(const struct node *n, char *buf, size_t size);
 
 /* Sets all three times of n to now. */
 void catalog_touch(struct node *n);
+
+/*
+ * Sidecars: NAME.status, NAME.txt, NAME.srt, NAME.vtt and NAME.json beside
+ * each regular file NAME. They are not nodes; a name resolves to one when
+ * no real entry has it.
+ */
+enum sidecar {
+	SIDECAR_STATUS,
+	SIDECAR_TXT, /* SIDECAR_TXT + f is render format f */
+	SIDECAR_SRT,
+	SIDECAR_VTT,
+	SIDECAR_JSON,
+	SIDECAR_COUNT
+};
+
+/* ".status", ".txt", ... */
+const char *catalog_sidecar_suffix(enum sidecar k);
+
+/* The stable inode number of file ino's sidecar k. */
+static inline uint64_t catalog_sidecar_ino(uint64_t ino, enum sidecar k)
+{
+	return ino | ((uint64_t)(k + 1) << 56);
+}
+
+/*
+ * If name is FILE.SUFFIX for a regular file FILE in dir, returns the
+ * sidecar kind and sets *file; else -1. Only the first `kinds` kinds are
+ * considered (1: .status alone, SIDECAR_COUNT: all).
+ */
+int catalog_sidecar(const struct node *dir, const char *name, int kinds,
+		    struct node **file);
+
+/*
+ * Whether a regular file named name in dir would have a sidecar name that
+ * a real entry other than except already has (among the first `kinds`).
+ */
+bool catalog_sidecar_taken(const struct node *dir, const char *name, int kinds,
+			   const struct node *except);
 
 #endif

@@ -13,13 +13,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define CONFIG_DEFAULT_CHUNK   (50ULL * 1024 * 1024)
-#define CONFIG_DEFAULT_UPLOADS 4
-#define CONFIG_MIN_CHUNK       (4ULL * 1024)
-#define CONFIG_MAX_CHUNK       (4ULL * 1024 * 1024 * 1024)
-#define CONFIG_MAX_UPLOADS     64
-#define CONFIG_DEFAULT_CACHE   (1024ULL * 1024 * 1024)
-#define CONFIG_DEFAULT_STALL_S 60
+#define CONFIG_DEFAULT_CHUNK	      (50ULL * 1024 * 1024)
+#define CONFIG_DEFAULT_UPLOADS	      4
+#define CONFIG_MIN_CHUNK	      (4ULL * 1024)
+#define CONFIG_MAX_CHUNK	      (4ULL * 1024 * 1024 * 1024)
+#define CONFIG_MAX_UPLOADS	      64
+#define CONFIG_DEFAULT_CACHE	      (1024ULL * 1024 * 1024)
+#define CONFIG_DEFAULT_STALL_S	      60
+#define CONFIG_DEFAULT_TASK_TIMEOUT_S 3600
 
 struct config {
 	char *endpoint;
@@ -36,6 +37,14 @@ struct config {
 	uint64_t cache_size;
 	/* Seconds without progress before a transfer is retried. */
 	long stall_timeout_s;
+	/* The task routes ("{id}" is the taskId); NULL until main fills in
+	 * the defaults from the endpoint's origin. progress_url "" is none. */
+	char *task_url;
+	char *progress_url;
+	/* Transcript sidecars and task polling (-o transcripts=on|off). */
+	bool transcripts;
+	/* Seconds a task may stay missing after its upload. */
+	long task_timeout_s;
 	/* Raw option strings, as fuse_opt stores them. */
 	char *chunk_size_opt;
 	char *max_uploads_opt;
@@ -43,6 +52,8 @@ struct config {
 	char *fsync_opt;
 	char *cache_size_opt;
 	char *stall_timeout_opt;
+	char *transcripts_opt;
+	char *task_timeout_opt;
 };
 
 /*

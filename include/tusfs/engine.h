@@ -10,6 +10,7 @@
 #include "tusfs/catalog.h"
 #include "tusfs/http.h"
 #include "tusfs/journal.h"
+#include "tusfs/poller.h"
 #include "tusfs/spool.h"
 #include "tusfs/tus.h"
 
@@ -29,6 +30,8 @@ struct engine_config {
 	struct journal *journal;
 	/* Bytes of completed files' spools kept for reading back. */
 	uint64_t cache_size;
+	/* Told when an upload completes or starts over; may be NULL. */
+	struct poller *poller;
 };
 
 struct engine;

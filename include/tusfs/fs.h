@@ -9,6 +9,7 @@
 #include "tusfs/catalog.h"
 #include "tusfs/engine.h"
 #include "tusfs/journal.h"
+#include "tusfs/poller.h"
 #include "tusfs/spool.h"
 #include "tusfs/tus.h"
 
@@ -21,6 +22,7 @@ struct tusfs {
 	struct spool *spool;
 	struct engine *engine;
 	struct journal *journal;
+	struct poller *poller;
 	struct tus_server server;
 	uint64_t chunk_size;
 	/* fsync only syncs the spool (-o fsync=local). */
@@ -31,8 +33,9 @@ struct fuse_operations;
 
 const struct fuse_operations *fs_operations(void);
 
-/* Extended attributes: user.tusfs.{state,progress,url,task_id,error} on
- * files, user.tusfs.version on the root (it marks a tusfs mount). */
+/* Extended attributes: user.tusfs.{state,progress,url,task_id,error,
+ * transcription} on files, user.tusfs.version on the root (it marks a
+ * tusfs mount). */
 #define FS_XATTR_PREFIX "user.tusfs."
 #define FS_XATTR_MAX	(8192 + 64)
 

@@ -38,11 +38,17 @@ struct http_request {
 	const struct http_body *body;
 	/* When set and nonzero, the transfer is aborted (-ECANCELED). */
 	const atomic_int *cancel;
+	/*
+	 * 0: keep the body's first HTTP_MAX_BODY bytes and drop the rest (TUS
+	 * answers, read only for a message). Else the whole body is wanted,
+	 * and one longer than this aborts the transfer with -EMSGSIZE.
+	 */
+	size_t max_body;
 };
 
 /*
  * Filled by perform. headers holds the final response's header block
- * ("Name: value\r\n" lines); body its first HTTP_MAX_BODY bytes. Both are
+ * ("Name: value\r\n" lines); body its bytes, as max_body says. Both are
  * NUL-terminated and owned by the response: release with
  * http_response_clear().
  */
@@ -62,7 +68,8 @@ struct http_ops {
 	/*
 	 * Performs req. Returns 0 when a response arrived (any status), else
 	 * -errno: -ECONNREFUSED, -ETIMEDOUT, -ECONNRESET, -ECANCELED, -E2BIG
-	 * (headers over HTTP_MAX_HEADERS), -EPROTO, -EIO. resp->error says
+	 * (headers over HTTP_MAX_HEADERS), -EMSGSIZE (body over max_body),
+	 * -EPROTO, -EIO. resp->error says
 	 * more on failure.
 	 */
 	int (*perform)(struct http *h, const struct http_request *req,

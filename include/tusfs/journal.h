@@ -38,10 +38,17 @@ struct journal_entry {
 	uint32_t state; /* enum upload_state */
 	bool restart, new_generation;
 	char *message;
+	/* The transcription (struct transcription's lasting part). */
+	uint32_t tr_state; /* enum tr_state */
+	char tr_stage[32];
+	int32_t tr_percent;
+	struct timespec tr_since, tr_done;
+	uint64_t tr_sizes[4];
+	char *tr_error;
 };
 
 /* Inode numbers above this are refused (the counter must not wrap). */
-#define JOURNAL_MAX_INO (1ULL << 62)
+#define JOURNAL_MAX_INO CATALOG_MAX_INO
 
 /* Largest record accepted; real ones are well under a kilobyte. */
 #define JOURNAL_MAX_RECORD (64 * 1024)

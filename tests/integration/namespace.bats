@@ -27,7 +27,7 @@ teardown() {
 	rmdir "$MNT/2026/jan" 2>/dev/null && false
 	rm "$MNT/2026/jan/talk.wav"
 	rmdir "$MNT/2026/jan" "$MNT/2026"
-	[ -z "$(ls "$MNT")" ]
+	[ -z "$(ls "$MNT")" ]  # the sidecars went too
 }
 
 @test "unlink during an upload terminates it and stops the traffic" {
@@ -101,7 +101,7 @@ teardown() {
 	wait_complete 2
 	mv "$MNT/a.wav" "$MNT/c.wav"
 	mv -f "$MNT/b.wav" "$MNT/c.wav"
-	[ "$(ls "$MNT")" = c.wav ]
+	[ "$(entries)" = c.wav ]
 	[ "$(cat "$MNT/c.wav")" = y ]
 	[ "$(requests POST | wc -l)" -eq 2 ]
 }

@@ -76,7 +76,7 @@ teardown() {
 	for i in $(seq 50); do
 		assert_stored "memo$i.m4a" "$T/src/memo$i.m4a"
 	done
-	[ "$(ls "$MNT" | wc -l)" -eq 50 ]
+	[ "$(entries | wc -l)" -eq 50 ]
 }
 
 @test "metadata carries filename, filetype and a UUID v4 taskId" {

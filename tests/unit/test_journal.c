@@ -40,6 +40,13 @@ static struct journal_entry sample(void)
 	    .state = UPLOAD_RETRYING,
 	    .restart = true,
 	    .message = (char *)"PATCH: server answered 503",
+	    .tr_state = TR_FAILED,
+	    .tr_stage = "aligning",
+	    .tr_percent = 50,
+	    .tr_since = {1700000100, 5},
+	    .tr_done = {1700000200, 6},
+	    .tr_sizes = {1, 2, 3, 1ULL << 40},
+	    .tr_error = (char *)"the model could not decode the audio",
 	};
 	return e;
 }
@@ -73,6 +80,30 @@ TEST(round_trip)
 	ASSERT(out.restart);
 	ASSERT(!out.new_generation);
 	ASSERT_STREQ(out.message, in.message);
+	ASSERT_EQ(out.tr_state, TR_FAILED);
+	ASSERT_STREQ(out.tr_stage, "aligning");
+	ASSERT_EQ(out.tr_percent, 50);
+	ASSERT_EQ(out.tr_since.tv_sec, 1700000100);
+	ASSERT_EQ(out.tr_done.tv_nsec, 6);
+	ASSERT(out.tr_sizes[3] == 1ULL << 40);
+	ASSERT_STREQ(out.tr_error, in.tr_error);
+	journal_entry_clear(&out);
+}
+
+/* A file with no transcription yet writes no transcription fields. */
+TEST(no_transcription_round_trips_as_none)
+{
+	struct journal_entry in = sample(), out;
+	char *buf;
+	size_t len;
+
+	in.tr_state = TR_NONE;
+	ASSERT_EQ(journal_encode(&in, &buf, &len), 0);
+	ASSERT_EQ(journal_decode(buf, len, &out), 0);
+	free(buf);
+	ASSERT_EQ(out.tr_state, TR_NONE);
+	ASSERT_EQ(out.tr_percent, -1);
+	ASSERT(out.tr_error == NULL);
 	journal_entry_clear(&out);
 }
 

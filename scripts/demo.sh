@@ -35,7 +35,7 @@ echo "== mounted at $work/mnt"
 
 sentence="Hello world. This is a test of the transcription service."
 echo "== espeak-ng says: $sentence"
-espeak-ng -s 140 -w "$work/recording.wav" "$sentence"
+espeak-ng -v en-us+m3 -s 120 -w "$work/recording.wav" "$sentence"
 
 echo "== cp recording.wav into the mount"
 cp "$work/recording.wav" "$work/mnt/"
@@ -54,7 +54,7 @@ fi
 ls -l "$work/mnt"
 echo "== cat recording.wav.status"
 cat "$work/mnt/recording.wav.status"
-echo "== cat recording.wav.txt (pocketsphinx's hearing of espeak-ng's voice)"
+echo "== cat recording.wav.txt (what pocketsphinx, a small offline recogniser, heard in espeak-ng's synthetic voice)"
 cat "$work/mnt/recording.wav.txt"
 echo "== cat recording.wav.srt"
 cat "$work/mnt/recording.wav.srt"

@@ -68,12 +68,17 @@ mask_times() {
 		cp "$MNT/talk.wav.status" "$T/st"
 		s="$(field "$T/st" j.state)/$(field "$T/st" j.transcription.status)"
 		[ "${seen##* }" = "$s" ] || seen="$seen $s"
+		if [ "${s%/*}" = uploading ] && [ "$(field "$T/st" j.rate_bytes_per_s)" != null ]; then
+			rated=yes
+			[ "$(field "$T/st" j.eta_s)" != null ]
+		fi
 		[ "$s" = uploaded/completed ] && break
 		sleep 0.1
 	done
 	echo "seen:$seen"
 	[[ "$seen" =~ uploading/waiting.*uploaded/queued.*uploaded/processing.*uploaded/completed$ ]]
-	# While uploading, the status had a rate; now the upload is whole.
+	# While uploading, the status had a rate and an ETA; now it is whole.
+	[ "${rated:-}" = yes ]
 	[ "$(field "$T/st" j.bytes_confirmed)" = "$(stat -c %s "$T/talk.wav")" ]
 	[ "$(field "$T/st" j.percent)" = 100 ]
 	assert_stored talk.wav "$T/talk.wav"

@@ -19,6 +19,8 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 
+import { mulberry32 } from './prng.js';
+
 const RATE = 16000;
 const USAGE = 'usage: node mkmedia.mjs OUT [--seconds N] [--seed S]';
 
@@ -27,17 +29,6 @@ function die(msg) {
   process.exit(2);
 }
 
-// mulberry32: uint32 state, integer steps only.
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 // A sine of a uint32 phase (a full turn is 2^32), from a parabola and one
 // refinement step: within 0.1% of sin, exact IEEE arithmetic only.

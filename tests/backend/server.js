@@ -158,6 +158,8 @@ import { parseArgs } from 'node:util';
 import { FileStore } from '@tus/file-store';
 import { Server as TusServer } from '@tus/server';
 
+import { mulberry32 } from './prng.js';
+
 import { DEFAULT_FAIL_MESSAGE, GARBAGE_KINDS, TRANSCRIBERS, Tasks } from './tasks.js';
 
 const TUS_PATH = '/uploads/files';
@@ -623,18 +625,6 @@ function extensionGate(ctx, next) {
 // Fault injection (--seed, --fail-share, --cut-after, --conflict-once,
 // --forget-once, --expire-once, --stall-ms; semantics at the top of the file)
 
-// mulberry32: a small seeded PRNG, uniform in [0, 1).
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-}
-
 const UPLOAD_PATH_RE = new RegExp(`^${TUS_PATH}/([^/]+)/?$`);
 
 // The upload id a request is about, as @tus/server reads it, or null.
@@ -760,7 +750,8 @@ function makeFaults(config, tus) {
   const f = config.faults;
   if (!f.active) return (ctx, next) => next();
   const store = tus.datastore;
-  const rng = mulberry32(f.seed);
+  const draw = mulberry32(f.seed);
+  const rng = () => draw() / 4294967296;
   const conflicted = new Set(); // uploads that had their 409
   const gone = new Set(); // expired uploads: 410 to everything
   let forgot = false;

@@ -652,46 +652,78 @@ static void resume_tree(struct poller *p, struct node *dir)
 	}
 }
 
-/* Finds the node of inode ino under dir, or NULL. */
-static const struct node *find_ino(const struct node *dir, uint64_t ino)
+/* The inodes of completed files, to keep their transcripts. */
+struct inos {
+	uint64_t *v;
+	size_t count, cap;
+	bool failed;
+};
+
+static void collect(const struct node *dir, struct inos *in)
 {
 	for (const struct node *n = dir->children; n; n = n->next) {
-		const struct node *hit = n->ino == ino ? n : NULL;
+		if (S_ISDIR(n->mode)) {
+			collect(n, in);
+			continue;
+		}
+		if (n->tr.state != TR_COMPLETED)
+			continue;
+		if (in->count == in->cap) {
+			size_t cap = in->cap ? in->cap * 2 : 64;
+			uint64_t *v = realloc(in->v, cap * sizeof(*v));
 
-		if (!hit && S_ISDIR(n->mode))
-			hit = find_ino(n, ino);
-		if (hit)
-			return hit;
+			if (!v) {
+				in->failed = true;
+				return;
+			}
+			in->v = v;
+			in->cap = cap;
+		}
+		in->v[in->count++] = n->ino;
 	}
-	return NULL;
+}
+
+static int cmp_ino(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
 }
 
 /* Removes transcript files that no completed entry owns. */
 static void sweep(struct poller *p)
 {
-	int fd = dup(p->dirfd);
-	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	struct inos keep = {0};
+	int fd;
+	DIR *d;
 	const struct dirent *de;
 
+	collect(catalog_root(p->cat), &keep);
+	/* Without the list, removing nothing is the safe way to fail. */
+	fd = keep.failed ? -1 : dup(p->dirfd);
+	d = fd < 0 ? NULL : fdopendir(fd);
 	if (!d) {
 		if (fd >= 0)
 			close(fd);
+		free(keep.v);
 		return;
 	}
+	if (keep.count)
+		qsort(keep.v, keep.count, sizeof(*keep.v), cmp_ino);
 	while ((de = readdir(d))) {
 		char *end;
 		uint64_t ino = strtoull(de->d_name, &end, 10);
-		const struct node *n;
 
 		if (de->d_name[0] == '.')
 			continue;
-		n = end != de->d_name && *end == '.'
-			? find_ino(catalog_root(p->cat), ino)
-			: NULL;
-		if (!n || n->tr.state != TR_COMPLETED || strstr(end, ".new"))
+		if (end == de->d_name || *end != '.' || strstr(end, ".new") ||
+		    !keep.count ||
+		    !bsearch(&ino, keep.v, keep.count, sizeof(*keep.v),
+			     cmp_ino))
 			unlinkat(p->dirfd, de->d_name, 0);
 	}
 	closedir(d);
+	free(keep.v);
 }
 
 void poller_resume(struct poller *p)

@@ -11,6 +11,8 @@
 #include "tusfs/tus.h"
 
 #include <errno.h>
+#include <fnmatch.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,6 +405,24 @@ bool catalog_sidecar_taken(const struct node *dir, const char *name, int kinds,
 		c = catalog_child(dir, full);
 		if (c && c != except)
 			return true;
+	}
+	return false;
+}
+
+bool catalog_temp_name(const char *patterns, const char *name)
+{
+	char pat[NAME_MAX + 1];
+
+	for (const char *p = patterns; p && *p;) {
+		size_t len = strcspn(p, "/");
+
+		if (len < sizeof(pat)) {
+			memcpy(pat, p, len);
+			pat[len] = '\0';
+			if (fnmatch(pat, name, 0) == 0)
+				return true;
+		}
+		p += len + (p[len] == '/');
 	}
 	return false;
 }

@@ -38,6 +38,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("progress_url=%s", progress_url),
     OPT("transcripts=%s", transcripts_opt),
     OPT("task_timeout=%s", task_timeout_opt),
+    OPT("temp_names=%s", temp_names),
     FUSE_OPT_END,
 };
 
@@ -102,9 +103,33 @@ static bool task_route_ok(const char *url)
 	       strstr(url, "{id}") && !strpbrk(url, " \t\r\n");
 }
 
+/* Non-empty patterns of at most NAME_MAX bytes, '/'-separated. */
+static int check_temp_names(struct config *cfg)
+{
+	if (!cfg->temp_names) {
+		cfg->temp_names = strdup(CONFIG_DEFAULT_TEMP_NAMES);
+		return cfg->temp_names ? 0 : -ENOMEM;
+	}
+	for (const char *p = cfg->temp_names; *p;) {
+		size_t len = strcspn(p, "/");
+
+		if (len == 0 || len > NAME_MAX ||
+		    (p[len] == '/' && !p[len + 1])) {
+			complain("invalid temp_names '%s' (fnmatch patterns "
+				 "separated by '/', e.g. *.part/*.tmp; empty "
+				 "for none)",
+				 cfg->temp_names);
+			return -EINVAL;
+		}
+		p += len + (p[len] == '/');
+	}
+	return 0;
+}
+
 static int parse_task_options(struct config *cfg)
 {
 	uint64_t n;
+	int rc;
 
 	if (cfg->transcripts_opt) {
 		if (strcmp(cfg->transcripts_opt, "on") != 0 &&
@@ -128,6 +153,9 @@ static int parse_task_options(struct config *cfg)
 			 cfg->progress_url);
 		return -EINVAL;
 	}
+	rc = check_temp_names(cfg);
+	if (rc < 0)
+		return rc;
 	if (cfg->task_timeout_opt) {
 		if (config_parse_size(cfg->task_timeout_opt, &n) < 0 || n < 1 ||
 		    n > 30 * 86400) {
@@ -365,6 +393,7 @@ void config_clear(struct config *cfg)
 	free(cfg->progress_url);
 	free(cfg->transcripts_opt);
 	free(cfg->task_timeout_opt);
+	free(cfg->temp_names);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -407,6 +436,11 @@ void config_print_help(void)
 	    "                           S seconds after its upload as "
 	    "missing\n"
 	    "                           (default 3600)\n"
+	    "    -o temp_names=PATS     names held back until renamed:\n"
+	    "                           fnmatch patterns separated by '/'\n"
+	    "                           (default: rsync, download, GIO and\n"
+	    "                           editor temporaries, see tusfs(1);\n"
+	    "                           empty: none)\n"
 	    "    -V, --version          print versions and exit\n"
 	    "\n"
 	    "tusfs wait blocks until every upload on the mount is confirmed\n"

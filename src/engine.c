@@ -60,6 +60,7 @@ struct engine {
 	struct journal *journal;
 	char *endpoint;
 	char *language;
+	char *temp_names;
 	struct poller *poller;
 	struct http_curl_config http; /* strings borrowed from the config */
 	struct tus_server server;
@@ -286,6 +287,8 @@ static enum step_result restart(struct worker *w, struct node *n)
 	}
 	n->up.restart = false;
 	n->up.new_generation = false;
+	/* A rename to a temporary name may have aborted the request. */
+	atomic_store(&n->up.cancel, 0);
 	/* Whatever the spool holds now is what goes up. */
 	n->up.verify = false;
 	n->up.attempts = 0;
@@ -666,6 +669,10 @@ static enum step_result process(struct worker *w, struct node *n)
 		}
 		if (n->up.state == UPLOAD_FAILED)
 			return STEP_IDLE;
+		if (n->up.hold && !upload_complete(n)) {
+			n->up.state = UPLOAD_QUEUED;
+			return STEP_IDLE;
+		}
 		if (n->up.verify || (n->writers == 0 && n->size > 0 &&
 				     !upload_complete(n) && !n->up.fp_valid)) {
 			r = fingerprint(w, n);
@@ -766,6 +773,31 @@ int engine_new_upload(struct engine *e, struct node *n)
 	return 0;
 }
 
+void engine_renamed(struct engine *e, struct node *n)
+{
+	bool hold = catalog_temp_name(e->temp_names, n->name);
+
+	if (!S_ISREG(n->mode) || hold == n->up.hold)
+		return;
+	n->up.hold = hold;
+	if (n->up.state == UPLOAD_UPLOADED || n->up.state == UPLOAD_EMPTY)
+		return;
+	if (!hold) {
+		engine_kick(e, n);
+	} else if (n->up.url || n->up.active) {
+		/* Its metadata names a file that is gone: stop the request
+		 * in flight, terminate the upload, start over at the next
+		 * final name. */
+		n->up.restart = true;
+		n->up.new_generation = false;
+		atomic_store(&n->up.cancel, 1);
+		log_info("'%s': renamed to a temporary name; stopping its "
+			 "upload",
+			 n->name);
+		engine_kick(e, n);
+	}
+}
+
 static void resume_tree(struct engine *e, struct node *dir)
 {
 	for (struct node *n = dir->children; n; n = n->next) {
@@ -773,6 +805,7 @@ static void resume_tree(struct engine *e, struct node *dir)
 			resume_tree(e, n);
 			continue;
 		}
+		n->up.hold = catalog_temp_name(e->temp_names, n->name);
 		switch (n->up.state) {
 		case UPLOAD_UPLOADED:
 			if (spool_size(e->spool, n->ino) == (int64_t)n->size)
@@ -807,7 +840,7 @@ static bool sync_done(const struct engine *e, const struct node *n,
 	uint64_t want = target < n->size ? target : n->size;
 
 	return !e->running || n->unlinked || n->up.state == UPLOAD_FAILED ||
-	       n->up.state == UPLOAD_EMPTY || want == 0 ||
+	       n->up.state == UPLOAD_EMPTY || n->up.hold || want == 0 ||
 	       (!n->up.restart && n->up.url && n->up.offset >= want);
 }
 
@@ -861,6 +894,7 @@ struct engine *engine_create(const struct engine_config *cfg,
 	e->http.abort_all = &e->abort_all;
 	e->endpoint = dup_or_null(cfg->endpoint, &failed);
 	e->language = dup_or_null(cfg->language, &failed);
+	e->temp_names = dup_or_null(cfg->temp_names, &failed);
 	e->workers = calloc(cfg->workers, sizeof(*e->workers));
 	if (failed || !e->workers) {
 		engine_free(e);
@@ -935,6 +969,7 @@ void engine_free(struct engine *e)
 	free(e->workers);
 	free(e->endpoint);
 	free(e->language);
+	free(e->temp_names);
 	pthread_cond_destroy(&e->work_cv);
 	pthread_cond_destroy(&e->progress_cv);
 	free(e);

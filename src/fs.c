@@ -96,14 +96,23 @@ static bool sidecar_visible(const struct tusfs *t, const struct node *n, int k)
 	       (k < sidecar_kinds(t) && n->tr.state == TR_COMPLETED);
 }
 
-/* The upload state as users see it: "held" while a writer has the file
- * and nothing can be sent yet. */
+/* Why nothing of n can go yet, or NULL: its name is temporary, or a
+ * writer has it and no whole chunk is there. */
+static const char *held_reason(const struct node *n)
+{
+	if (n->up.state != UPLOAD_QUEUED)
+		return NULL;
+	if (n->up.hold)
+		return "temporary name";
+	if (n->writers > 0 && !n->up.queued && !n->up.active)
+		return "open for writing";
+	return NULL;
+}
+
+/* The upload state as users see it. */
 static const char *shown_state(const struct node *n)
 {
-	if (n->up.state == UPLOAD_QUEUED && n->writers > 0 && !n->up.queued &&
-	    !n->up.active)
-		return "held";
-	return upload_state_name(n->up.state);
+	return held_reason(n) ? "held" : upload_state_name(n->up.state);
 }
 
 static double since(const struct timespec *t, const struct timespec *now)
@@ -476,8 +485,10 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 	}
 	journal_mark(t->journal, n->parent);
 	rc = catalog_rename(t->cat, n, dir, name);
-	if (rc == 0)
+	if (rc == 0) {
 		entry_changed(t, n, dir);
+		engine_renamed(t->engine, n);
+	}
 out:
 	catalog_unlock(t->cat);
 	return rc;
@@ -531,8 +542,10 @@ static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	if (rc == 0)
 		rc = catalog_add(t->cat, parent, name, S_IFREG | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);
-	if (rc == 0)
+	if (rc == 0) {
+		engine_renamed(t->engine, n);
 		rc = engine_new_upload(t->engine, n);
+	}
 	if (rc == 0)
 		rc = make_handle(t, n, O_CREAT | O_TRUNC, fi);
 	if (rc == 0)
@@ -805,7 +818,8 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	if ((datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
 		return -errno;
 	catalog_lock(t->cat);
-	if (t->fsync_local) {
+	/* A temporary name cannot be confirmed: it is not sent. */
+	if (t->fsync_local || n->up.hold) {
 		rc = journal_sync(t->journal, n);
 		catalog_unlock(t->cat);
 		return rc;
@@ -980,6 +994,8 @@ static int xattr_value(const struct tusfs *t, const struct node *n, bool root,
 		return -ENODATA;
 	else if (strcmp(name, "state") == 0)
 		v = shown_state(n);
+	else if (strcmp(name, "held") == 0)
+		v = held_reason(n);
 	else if (strcmp(name, "transcription") == 0)
 		v = poller_transcripts(t->poller) &&
 			    n->up.state != UPLOAD_EMPTY && n->up.task_id[0]
@@ -1031,8 +1047,8 @@ static int tfs_getxattr(const char *path, const char *name, char *value,
 static int tfs_listxattr(const char *path, char *list, size_t size)
 {
 	static const char *const names[] = {
-	    "state", "progress",      "url",	"task_id",
-	    "error", "transcription", "version"};
+	    "state",   "held",	"progress",	 "url",
+	    "task_id", "error", "transcription", "version"};
 	struct tusfs *t = fs();
 	char buf[FS_XATTR_MAX], all[256];
 	size_t len = 0;

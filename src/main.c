@@ -149,6 +149,7 @@ static int run(struct config *cfg, struct fuse_args *args,
 	    .workers = cfg->max_uploads,
 	    .language = cfg->language,
 	    .cache_size = cfg->cache_size,
+	    .temp_names = cfg->temp_names,
 	};
 	struct poller_config pc = {
 	    .transcripts = cfg->transcripts,

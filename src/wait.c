@@ -1,7 +1,8 @@
 /*
  * `tusfs wait MOUNTPOINT [--timeout S] [--transcripts]`: blocks until every
  * upload on a mount is confirmed by the server (and, with --transcripts,
- * every transcription has finished), or reports the ones that failed. It
+ * every transcription has finished), or reports the ones that failed;
+ * files under temporary names are not uploads and do not count. It
  * talks to the daemon only through the filesystem (the user.tusfs.*
  * attributes), so it needs no socket and works for whoever can read the
  * mount. The walk is repeated every POLL_MS; a mount with thousands of
@@ -41,12 +42,17 @@ static ssize_t attr(const char *path, const char *name, char *buf, size_t size)
 static int visit(const char *path, const struct stat *st, int type,
 		 struct FTW *ftw)
 {
-	char state[32], err[FS_XATTR_MAX], tr[32];
+	char state[32], err[FS_XATTR_MAX], tr[32], held[32];
 
 	(void)st;
 	(void)ftw;
 	if (type != FTW_F ||
 	    attr(path, FS_XATTR_PREFIX "state", state, sizeof(state)) < 0)
+		return 0;
+	/* A temporary name is not an upload (until renamed). */
+	if (strcmp(state, "held") == 0 &&
+	    attr(path, FS_XATTR_PREFIX "held", held, sizeof(held)) >= 0 &&
+	    strcmp(held, "temporary name") == 0)
 		return 0;
 	/* Once uploaded, the transcription's state is what counts. */
 	if (tally.transcripts && strcmp(state, "uploaded") == 0 &&

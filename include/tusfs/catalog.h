@@ -85,6 +85,9 @@ struct upload {
 	/* fsync asks for this many bytes confirmed. */
 	uint64_t sync_target;
 	char task_id[META_UUID_LEN + 1];
+	/* A temporary name (catalog_temp_name): nothing goes to the server
+	 * until a rename gives the file a final name. */
+	bool hold;
 	/* The server's copy is stale (rewritten, truncated): start over. */
 	bool restart;
 	/* The restart is a new version (O_TRUNC): keep a complete old one. */
@@ -284,5 +287,12 @@ int catalog_sidecar(const struct node *dir, const char *name, int kinds,
  */
 bool catalog_sidecar_taken(const struct node *dir, const char *name, int kinds,
 			   const struct node *except);
+
+/*
+ * Whether name matches one of patterns: fnmatch(3) patterns separated by
+ * '/' (see CONFIG_DEFAULT_TEMP_NAMES). Such temporary names are held back
+ * from uploading until renamed to a final name.
+ */
+bool catalog_temp_name(const char *patterns, const char *name);
 
 #endif

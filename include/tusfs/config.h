@@ -21,6 +21,13 @@
 #define CONFIG_DEFAULT_CACHE	      (1024ULL * 1024 * 1024)
 #define CONFIG_DEFAULT_STALL_S	      60
 #define CONFIG_DEFAULT_TASK_TIMEOUT_S 3600
+/* Temporary names tools write before renaming to the final one: rsync's
+ * .NAME.XXXXXX, downloads, GIO's .goutputstream-*, editors' backups and
+ * locks, macOS's ._ files. fnmatch patterns separated by '/', the one
+ * character no name can hold (split so that "??" "/" is no trigraph). */
+#define CONFIG_DEFAULT_TEMP_NAMES                                              \
+	".*.??????"                                                            \
+	"/*.part/*.partial/.goutputstream-*/*.crdownload/*.tmp/*~/.#*/._*"
 
 struct config {
 	char *endpoint;
@@ -45,6 +52,8 @@ struct config {
 	bool transcripts;
 	/* Seconds a task may stay missing after its upload. */
 	long task_timeout_s;
+	/* Temporary-name patterns (-o temp_names), '/'-separated; "" none. */
+	char *temp_names;
 	/* Raw option strings, as fuse_opt stores them. */
 	char *chunk_size_opt;
 	char *max_uploads_opt;

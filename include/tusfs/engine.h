@@ -32,6 +32,8 @@ struct engine_config {
 	uint64_t cache_size;
 	/* Told when an upload completes or starts over; may be NULL. */
 	struct poller *poller;
+	/* Temporary-name patterns (catalog_temp_name); NULL for none. */
+	const char *temp_names;
 };
 
 struct engine;
@@ -54,6 +56,15 @@ void engine_free(struct engine *e);
  * closed, an fsync, an unlink, a rewrite). Catalog lock held.
  */
 void engine_kick(struct engine *e, struct node *n);
+
+/*
+ * n was created or renamed. A temporary name holds it back; a final name
+ * lets it go (streaming starts at once, even if a writer still has it
+ * open). A pending upload renamed to a temporary name is stopped: it is
+ * terminated on the server and will start over, with a new taskId, under
+ * its next final name. A complete upload is left alone. Lock held.
+ */
+void engine_renamed(struct engine *e, struct node *n);
 
 /*
  * Starts a new upload generation for n (first write, O_TRUNC): a fresh

@@ -116,3 +116,90 @@ teardown() {
 	chown "$(id -u):$(id -g)" "$MNT/a.wav"
 	df "$MNT" >/dev/null
 }
+
+@test "temporary names are spooled, not uploaded, until renamed to a final name" {
+	tusfs_mount chunk_size=256K
+	head -c 1000000 /dev/urandom >"$T/src"
+	local temps=(.talk.wav.Ab12xZ talk.wav.part talk.partial .goutputstream-QX81Z2
+		talk.crdownload talk.tmp talk.wav~ .#talk.wav ._talk.wav)
+	for name in "${temps[@]}"; do
+		cp "$T/src" "$MNT/$name"
+		[ "$(xattr state "$name")" = held ]
+		[ "$(xattr held "$name")" = "temporary name" ]
+		grep -q '"state": "held"' "$MNT/$name.status"
+		# fsync syncs the spool only; it would hang waiting otherwise.
+		timeout 10 sync "$MNT/$name"
+	done
+	"$TUSFS_BIN" wait "$MNT" --timeout 10  # temporaries are not pending
+	sleep 1
+	[ -z "$(requests POST)" ]
+	[ -z "$(requests PATCH)" ]
+	cmp "$T/src" "$MNT/.talk.wav.Ab12xZ"
+	mv "$MNT/.talk.wav.Ab12xZ" "$MNT/talk.wav"
+	"$TUSFS_BIN" wait "$MNT" --timeout 30
+	assert_stored talk.wav "$T/src"
+	[ "$(requests POST | wc -l)" -eq 1 ]
+	[ "$(xattr state talk.wav)" = uploaded ]
+}
+
+@test "temp_names= holds nothing back; a custom list holds only its patterns" {
+	tusfs_mount "temp_names=*.x/~*"
+	echo a >"$MNT/a.part"
+	echo b >"$MNT/b.x"
+	echo c >"$MNT/~c"
+	wait_complete 1
+	sleep 0.5
+	[ "$(inspect --no-hash | cut -f5)" = a.part ]
+	tusfs_unmount
+	tusfs_mount "temp_names="
+	wait_complete 3
+}
+
+@test "a temporary name renamed while still open streams from the rename on (GIO's way)" {
+	tusfs_mount chunk_size=256K
+	head -c 1500000 /dev/urandom >"$T/src"
+	exec 7>"$MNT/.goutputstream-7XQ2AB"
+	head -c 800000 "$T/src" >&7
+	sleep 0.5
+	[ -z "$(requests POST)" ]
+	mv "$MNT/.goutputstream-7XQ2AB" "$MNT/saved.wav"
+	# Whole chunks go while the writer still has the file open.
+	wait_offset saved.wav 524288
+	tail -c +800001 "$T/src" >&7
+	exec 7>&-
+	"$TUSFS_BIN" wait "$MNT" --timeout 30
+	assert_stored saved.wav "$T/src"
+	[ "$(inspect --no-hash | cut -f5)" = saved.wav ]
+}
+
+@test "a pending upload renamed to a temporary name stops; back to a final name, it starts over" {
+	tusfs_mount chunk_size=256K
+	head -c 3000000 /dev/urandom >"$T/src"
+	exec 7>"$MNT/take.wav"
+	head -c 1000000 "$T/src" >&7
+	wait_offset take.wav 262144
+	local first
+	first=$(xattr task_id take.wav)
+	mv "$MNT/take.wav" "$MNT/take.wav.part"
+	for _ in $(seq 100); do
+		requests DELETE | grep -q '"status":204' && break
+		sleep 0.1
+	done
+	requests DELETE | grep -q '"status":204'
+	tail -c +1000001 "$T/src" >&7
+	exec 7>&-
+	sleep 1
+	# Nothing went after the DELETE, and the server holds nothing.
+	tail -n 1 "$REQLOG" | grep -q '"method":"DELETE"'
+	[ -z "$(inspect --no-hash)" ]
+	[ "$(xattr state take.wav.part)" = held ]
+	mv "$MNT/take.wav.part" "$MNT/final take.wav"
+	"$TUSFS_BIN" wait "$MNT" --timeout 30
+	assert_stored "final take.wav" "$T/src"
+	[ "$(xattr task_id "final take.wav")" != "$first" ]
+	# A complete upload renamed to a temporary name stays as it is.
+	mv "$MNT/final take.wav" "$MNT/final take.wav~"
+	sleep 0.5
+	[ "$(xattr state "final take.wav~")" = uploaded ]
+	[ "$(requests DELETE | wc -l)" -eq 1 ]
+}

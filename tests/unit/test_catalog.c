@@ -5,6 +5,7 @@
 #include "tusfs_setup.h"
 #include "harness.h"
 #include "tusfs/catalog.h"
+#include "tusfs/config.h"
 
 #include <errno.h>
 
@@ -66,6 +67,28 @@ TEST(rename_replaces_and_frees_when_unreferenced)
 	ASSERT_EQ(freed, 2);
 	ASSERT(root->children == NULL);
 	catalog_free(cat);
+}
+
+TEST(temp_names)
+{
+	const char *dflt = CONFIG_DEFAULT_TEMP_NAMES;
+	const char *temp[] = {".talk.wav.Ab12xZ", "talk.wav.part",
+			      "talk.partial",	  ".goutputstream-QX81Z2",
+			      "a.crdownload",	  "x.tmp",
+			      "talk.wav~",	  ".#talk.wav",
+			      "._talk.wav"};
+	const char *final[] = {"talk.wav", ".talk.wav",	     ".talk.wav.Ab12x",
+			       "part",	   "talk.wav.partx", "tmp",
+			       "~talk.wav"};
+
+	for (size_t i = 0; i < sizeof(temp) / sizeof(*temp); i++)
+		ASSERT(catalog_temp_name(dflt, temp[i]));
+	for (size_t i = 0; i < sizeof(final) / sizeof(*final); i++)
+		ASSERT(!catalog_temp_name(dflt, final[i]));
+	ASSERT(catalog_temp_name("*.a/[0-9]*", "7x"));
+	ASSERT(!catalog_temp_name("*.a/[0-9]*", "x7"));
+	ASSERT(!catalog_temp_name("", "x.tmp"));
+	ASSERT(!catalog_temp_name(NULL, "x.tmp"));
 }
 
 TEST_MAIN

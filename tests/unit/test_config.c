@@ -67,6 +67,19 @@ TEST(defaults)
 	ASSERT_STREQ(cfg.endpoint, "http://h/");
 	ASSERT(!cfg.fsync_local);
 	ASSERT(cfg.language == NULL);
+	ASSERT_STREQ(cfg.temp_names, CONFIG_DEFAULT_TEMP_NAMES);
+	config_clear(&cfg);
+}
+
+TEST(temp_names)
+{
+	struct config cfg;
+
+	ASSERT_EQ(parse(&cfg, "temp_names=*.part/~*"), 0);
+	ASSERT_STREQ(cfg.temp_names, "*.part/~*");
+	config_clear(&cfg);
+	ASSERT_EQ(parse(&cfg, "temp_names="), 0);
+	ASSERT_STREQ(cfg.temp_names, "");
 	config_clear(&cfg);
 }
 
@@ -88,10 +101,11 @@ TEST(options)
 
 TEST(refusals)
 {
-	const char *bad[] = {"chunk_size=1K",	"chunk_size=5G",
-			     "chunk_size=lots", "max_uploads=0",
-			     "max_uploads=65",	"log_level=loud",
-			     "fsync=maybe",	"language="};
+	const char *bad[] = {
+	    "chunk_size=1K", "chunk_size=5G",  "chunk_size=lots",
+	    "max_uploads=0", "max_uploads=65", "log_level=loud",
+	    "fsync=maybe",   "language=",      "temp_names=a//b",
+	    "temp_names=/a", "temp_names=a/"};
 	struct config cfg;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -2,7 +2,8 @@
 # Installs what building and testing tusfs needs, only what is missing:
 # Debian packages (apt-get) and the reference backend's npm packages
 # (npm ci, from tests/backend/package-lock.json). Safe to run repeatedly.
-# jq: the tests read JSON with it. sox, pocketsphinx, pocketsphinx-en-us:
+# jq: the tests read JSON with it. rsync, libglib2.0-bin (gio): tools the
+# integration tests copy with. sox, pocketsphinx, pocketsphinx-en-us:
 # the backend's --transcriber pocketsphinx; espeak-ng: speech to feed it.
 # clang and libfuzzer-14-dev: the fuzz targets (scripts/fuzz.sh).
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3
 	libcurl4-openssl-dev libjansson-dev libxxhash-dev bats nodejs npm
-	clang-format cppcheck curl attr jq
+	clang-format cppcheck curl attr jq rsync libglib2.0-bin
 	sox pocketsphinx pocketsphinx-en-us espeak-ng clang libfuzzer-14-dev)
 
 missing=()

@@ -494,9 +494,12 @@ out:
 	return rc;
 }
 
-/* Opens a spool descriptor and wraps it in a handle pinning n. Lock held. */
+/*
+ * Opens a spool descriptor and wraps it in a handle pinning n; writable
+ * handles count as n's writers. Lock held.
+ */
 static int make_handle(struct tusfs *t, struct node *n, int flags,
-		       struct fuse_file_info *fi)
+		       bool writable, struct fuse_file_info *fi)
 {
 	struct handle *h = calloc(1, sizeof(*h));
 
@@ -518,7 +521,7 @@ static int make_handle(struct tusfs *t, struct node *n, int flags,
 	}
 	h->n = n;
 	h->sidecar = -1;
-	h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+	h->writable = writable;
 	catalog_get(n);
 	n->opens++;
 	if (h->writable)
@@ -547,7 +550,7 @@ static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 		rc = engine_new_upload(t->engine, n);
 	}
 	if (rc == 0)
-		rc = make_handle(t, n, O_CREAT | O_TRUNC, fi);
+		rc = make_handle(t, n, O_CREAT | O_TRUNC, true, fi);
 	if (rc == 0)
 		entry_changed(t, n, parent);
 	if (rc < 0 && n)
@@ -640,13 +643,19 @@ static int tfs_open(const char *path, struct fuse_file_info *fi)
 	}
 	if (rc == 0 && S_ISDIR(n->mode))
 		rc = -EISDIR;
-	/* A finished upload is immutable; only replacing it is allowed. */
+	/*
+	 * A finished upload is immutable; only replacing it (O_TRUNC) is
+	 * allowed. Opening it for writing still succeeds, and its writes get
+	 * EPERM: GIO's replace (file managers, gio copy) opens the old file
+	 * for writing before it writes a temporary and renames it over.
+	 */
 	if (rc == 0 && writable && !(fi->flags & O_TRUNC) &&
 	    n->up.state == UPLOAD_UPLOADED)
-		rc = -EPERM;
+		writable = false;
 	if (rc == 0)
 		rc = make_handle(
-		    t, n, writable && (fi->flags & O_TRUNC) ? O_CREAT : 0, fi);
+		    t, n, writable && (fi->flags & O_TRUNC) ? O_CREAT : 0,
+		    writable, fi);
 	if (rc == 0 && writable && (fi->flags & O_TRUNC)) {
 		rc = reset_file(t, n, handle_of(fi)->fd);
 		if (rc < 0) {
@@ -744,8 +753,10 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	int rc;
 
 	(void)path;
+	/* The kernel refuses writes to read-only descriptors itself: this
+	 * one was opened for writing on an uploaded file. */
 	if (!h->writable)
-		return -EBADF;
+		return -EPERM;
 	if (t->server.max_size && end > t->server.max_size)
 		return -EFBIG;
 	catalog_lock(t->cat);

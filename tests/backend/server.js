@@ -461,9 +461,17 @@ function errorText(err) {
 // possibly less for a request refused early (401/413 without
 // Expect: 100-continue) whose body was still arriving. A request hit by an
 // injected fault also has "fault": NAME (see the faults stage).
+// "uploads_in_flight" counts the POST and PATCH requests being served when
+// this one arrived, itself included: how many files a client sends at once.
+let uploadsInFlight = 0;
 function requestLog(ctx, next) {
   const { config, req, res } = ctx;
   if (!config.logFile) return next();
+  const upload = req.method === 'POST' || req.method === 'PATCH';
+  if (upload) {
+    uploadsInFlight++;
+    res.once('close', () => uploadsInFlight--);
+  }
 
   const entry = {
     method: req.method,
@@ -477,6 +485,7 @@ function requestLog(ctx, next) {
     auth: req.headers.authorization !== undefined, // never the value
     // The client's port: requests sharing it came over one connection.
     conn: req.socket.remotePort,
+    uploads_in_flight: upload ? uploadsInFlight : undefined,
   };
   let written = false;
   const write = (status) => {

@@ -82,16 +82,26 @@ teardown() {
 	cmp "$T/b" "$MNT/note.wav"
 }
 
-@test "an uploaded file cannot be reopened for writing without O_TRUNC" {
+@test "an uploaded file cannot be written without O_TRUNC: EPERM, nothing changes" {
 	tusfs_mount
 	echo done >"$MNT/final.wav"
 	wait_complete 1
 	run bash -c "echo more >>'$MNT/final.wav'"
 	[ "$status" -ne 0 ]
 	[[ "$output" == *"Operation not permitted"* ]]
+	run bash -c "printf X | dd of='$MNT/final.wav' conv=notrunc status=none"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"Operation not permitted"* ]]
 	run truncate -s 2 "$MNT/final.wav"
 	[ "$status" -ne 0 ]
+	# Opening it for writing works (GIO's replace does it before renaming
+	# a new version over it); closing it sends nothing.
+	exec 7>>"$MNT/final.wav"
+	exec 7>&-
 	[ "$(cat "$MNT/final.wav")" = done ]
+	sleep 0.5
+	[ "$(requests POST | wc -l)" -eq 1 ]
+	[ "$(xattr state final.wav)" = uploaded ]
 }
 
 @test "rename is local and a renamed file keeps its bytes" {
@@ -106,7 +116,7 @@ teardown() {
 	[ "$(requests POST | wc -l)" -eq 2 ]
 }
 
-@test "chmod, chown to self and utimens are stored and reported" {
+@test "chmod, chown to self and utimens are stored and reported; statfs is the spool's" {
 	tusfs_mount
 	echo x >"$MNT/a.wav"
 	chmod 640 "$MNT/a.wav"
@@ -114,6 +124,8 @@ teardown() {
 	touch -d "2020-02-02 02:02:02" "$MNT/a.wav"
 	[ "$(stat -c %Y "$MNT/a.wav")" -eq "$(date -d "2020-02-02 02:02:02" +%s)" ]
 	chown "$(id -u):$(id -g)" "$MNT/a.wav"
+	# statfs is the spool's filesystem: block size, blocks, inodes.
+	[ "$(stat -f -c '%S %b %c' "$MNT")" = "$(stat -f -c '%S %b %c' "$STATE")" ]
 	df "$MNT" >/dev/null
 }
 

@@ -402,6 +402,7 @@ void config_print_help(void)
 	printf(
 	    "usage: tusfs [options] ENDPOINT MOUNTPOINT\n"
 	    "       tusfs wait MOUNTPOINT [--timeout SECONDS] [--transcripts]\n"
+	    "       tusfs status MOUNTPOINT [--json]\n"
 	    "\n"
 	    "Mounts the TUS upload endpoint ENDPOINT (e.g.\n"
 	    "https://host/uploads/files/) at MOUNTPOINT: files copied in\n"
@@ -447,5 +448,7 @@ void config_print_help(void)
 	    "(with --transcripts: and every transcription has finished)\n"
 	    "(exit 0); exit 1 lists uploads or transcriptions that failed, 2\n"
 	    "means the timeout passed, 3 a usage error or not a tusfs mount.\n"
+	    "tusfs status prints each file's size, upload state, progress,\n"
+	    "rate, ETA and transcription (--json: as an array).\n"
 	    "\n");
 }

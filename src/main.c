@@ -11,7 +11,7 @@
 #include "tusfs/http.h"
 #include "tusfs/log.h"
 #include "tusfs/tus.h"
-#include "wait.h"
+#include "cli.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -285,6 +285,8 @@ int main(int argc, char *argv[])
 
 	if (argc > 1 && strcmp(argv[1], "wait") == 0)
 		return wait_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "status") == 0)
+		return status_main(argc - 1, argv + 1);
 
 	if (config_parse(&cfg, &args) < 0)
 		goto out;

@@ -2,14 +2,12 @@
  * `tusfs wait MOUNTPOINT [--timeout S] [--transcripts]`: blocks until every
  * upload on a mount is confirmed by the server (and, with --transcripts,
  * every transcription has finished), or reports the ones that failed;
- * files under temporary names are not uploads and do not count. It
- * talks to the daemon only through the filesystem (the user.tusfs.*
- * attributes), so it needs no socket and works for whoever can read the
- * mount. The walk is repeated every POLL_MS; a mount with thousands of
- * files costs a few milliseconds per walk.
+ * files under temporary names are not uploads and do not count. The walk
+ * over the user.tusfs.* attributes is repeated every POLL_MS; a mount with
+ * thousands of files costs a few milliseconds per walk.
  */
 #include "tusfs_setup.h"
-#include "wait.h"
+#include "cli.h"
 #include "tusfs/fs.h"
 
 #include <errno.h>
@@ -17,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,14 +28,6 @@ static struct tally {
 	size_t prefix;
 } tally;
 
-static ssize_t attr(const char *path, const char *name, char *buf, size_t size)
-{
-	ssize_t n = getxattr(path, name, buf, size - 1);
-
-	buf[n < 0 ? 0 : n] = '\0';
-	return n;
-}
-
 static int visit(const char *path, const struct stat *st, int type,
 		 struct FTW *ftw)
 {
@@ -47,16 +36,17 @@ static int visit(const char *path, const struct stat *st, int type,
 	(void)st;
 	(void)ftw;
 	if (type != FTW_F ||
-	    attr(path, FS_XATTR_PREFIX "state", state, sizeof(state)) < 0)
+	    cli_attr(path, FS_XATTR_PREFIX "state", state, sizeof(state)) < 0)
 		return 0;
 	/* A temporary name is not an upload (until renamed). */
 	if (strcmp(state, "held") == 0 &&
-	    attr(path, FS_XATTR_PREFIX "held", held, sizeof(held)) >= 0 &&
+	    cli_attr(path, FS_XATTR_PREFIX "held", held, sizeof(held)) >= 0 &&
 	    strcmp(held, "temporary name") == 0)
 		return 0;
 	/* Once uploaded, the transcription's state is what counts. */
 	if (tally.transcripts && strcmp(state, "uploaded") == 0 &&
-	    attr(path, FS_XATTR_PREFIX "transcription", tr, sizeof(tr)) >= 0 &&
+	    cli_attr(path, FS_XATTR_PREFIX "transcription", tr, sizeof(tr)) >=
+		0 &&
 	    strcmp(tr, "completed") != 0)
 		snprintf(state, sizeof(state), "%s",
 			 strcmp(tr, "failed") == 0 || strcmp(tr, "missing") == 0
@@ -65,8 +55,8 @@ static int visit(const char *path, const struct stat *st, int type,
 	if (strcmp(state, "failed") == 0) {
 		tally.failed++;
 		if (tally.report) {
-			if (attr(path, FS_XATTR_PREFIX "error", err,
-				 sizeof(err)) < 0)
+			if (cli_attr(path, FS_XATTR_PREFIX "error", err,
+				     sizeof(err)) < 0)
 				strcpy(err, "no reason given");
 			fprintf(stderr, "tusfs wait: %s: failed: %s\n",
 				path + tally.prefix, err);
@@ -99,7 +89,6 @@ int wait_main(int argc, char *argv[])
 {
 	const char *mnt = NULL;
 	double timeout = -1;
-	char version[64];
 	struct timespec start, now;
 
 	for (int i = 1; i < argc; i++) {
@@ -109,7 +98,7 @@ int wait_main(int argc, char *argv[])
 			timeout = strtod(argv[++i], &end);
 			if (*end || end == argv[i] || timeout < 0) {
 				usage();
-				return WAIT_USAGE;
+				return CLI_USAGE;
 			}
 		} else if (strcmp(argv[i], "--transcripts") == 0) {
 			tally.transcripts = true;
@@ -117,19 +106,15 @@ int wait_main(int argc, char *argv[])
 			mnt = argv[i];
 		} else {
 			usage();
-			return WAIT_USAGE;
+			return CLI_USAGE;
 		}
 	}
 	if (!mnt) {
 		usage();
-		return WAIT_USAGE;
+		return CLI_USAGE;
 	}
-	if (attr(mnt, FS_XATTR_PREFIX "version", version, sizeof(version)) <
-	    0) {
-		fprintf(stderr, "tusfs wait: '%s' is not a tusfs mount: %s\n",
-			mnt, strerror(errno));
-		return WAIT_USAGE;
-	}
+	if (!cli_is_mount("wait", mnt))
+		return CLI_USAGE;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {
 		double elapsed;
@@ -137,13 +122,13 @@ int wait_main(int argc, char *argv[])
 		if (walk(mnt, false) != 0) {
 			fprintf(stderr, "tusfs wait: cannot walk '%s': %s\n",
 				mnt, strerror(errno));
-			return WAIT_USAGE;
+			return CLI_USAGE;
 		}
 		if (tally.pending == 0) {
 			if (tally.failed == 0)
-				return WAIT_DONE;
+				return CLI_DONE;
 			walk(mnt, true);
-			return WAIT_FAILED;
+			return CLI_FAILED;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		elapsed = (double)(now.tv_sec - start.tv_sec) +
@@ -154,7 +139,7 @@ int wait_main(int argc, char *argv[])
 				"tusfs wait: timed out with %u files "
 				"pending\n",
 				tally.pending);
-			return WAIT_TIMEOUT;
+			return CLI_TIMEOUT;
 		}
 		usleep(POLL_MS * 1000);
 	}

@@ -215,3 +215,45 @@ teardown() {
 	[ "$(xattr state "final take.wav~")" = uploaded ]
 	[ "$(requests DELETE | wc -l)" -eq 1 ]
 }
+
+@test "tusfs status: a row per file with state, progress, rate, ETA and transcription; --json for scripts" {
+	tusfs_mount chunk_size=256K
+	mkmedia "$MNT/talk.wav" --seconds 2 --seed 3
+	mkdir "$MNT/sub"
+	echo draft >"$MNT/sub/notes.wav.part"
+	: >"$MNT/empty.wav"
+	exec 7>"$MNT/big.wav"
+	head -c 1000000 /dev/urandom >&7
+	wait_offset big.wav 262144
+	for _ in $(seq 300); do
+		[ "$(xattr transcription talk.wav)" = completed ] && break
+		sleep 0.1
+	done
+	run "$TUSFS_BIN" status "$MNT"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	[ "${#lines[@]}" -eq 5 ]  # a header and four files, no sidecars
+	[[ "${lines[0]}" =~ ^FILE\ +SIZE\ +STATE\ +PROGRESS\ +RATE\ +ETA\ +TRANSCRIPTION$ ]]
+	[[ "${lines[1]}" =~ ^big.wav\ +976.6\ KiB\ +(uploading|queued)\ +\[#+-+\]\ +[0-9.]+%\ +[0-9.]+\ [KMG]?i?B/s\ +[0-9][0-9hms]*\ +waiting$ ]]
+	[[ "${lines[2]}" =~ ^empty.wav\ +0\ B\ +empty\ .*\ -$ ]]
+	[[ "${lines[3]}" =~ ^sub/notes.wav.part\ +6\ B\ +held\ +\[-{20}\]\ +0.0%\ .*\ waiting$ ]]
+	[[ "${lines[4]}" =~ ^talk.wav\ +[0-9.]+\ KiB\ +uploaded\ +\[#{20}\]\ 100.0%\ +-\ +-\ +completed$ ]]
+	run "$TUSFS_BIN" status "$MNT" --json
+	[ "$status" -eq 0 ]
+	[ "$(jq -r 'map(.path) | join(" ")' <<<"$output")" = "big.wav empty.wav sub/notes.wav.part talk.wav" ]
+	[ "$(jq -r '.[2].state' <<<"$output")" = held ]
+	[ "$(jq -r '.[3].transcription.status' <<<"$output")" = completed ]
+	[ "$(jq -r '.[3].taskId' <<<"$output")" = "$(xattr task_id talk.wav)" ]
+	[ "$(jq -r '.[0].bytes_confirmed >= 262144' <<<"$output")" = true ]
+	exec 7>&-
+	"$TUSFS_BIN" wait "$MNT" --timeout 30
+	run "$TUSFS_BIN" status "$MNT"
+	[[ "${lines[1]}" =~ ^big.wav\ .*\ uploaded\ +\[#{20}\]\ 100.0%\ +-\ +-\ +(queued|failed)$ ]]
+	[[ "${lines[2]}" == "    transcription error: unsupported file: not an audio or video format" ]] ||
+		[[ "${lines[1]}" == *queued ]]
+	run "$TUSFS_BIN" status "$T"
+	[ "$status" -eq 3 ]
+	[[ "$output" == *"is not a tusfs mount"* ]]
+	run "$TUSFS_BIN" status
+	[ "$status" -eq 3 ]
+}

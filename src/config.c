@@ -39,6 +39,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("transcripts=%s", transcripts_opt),
     OPT("task_timeout=%s", task_timeout_opt),
     OPT("temp_names=%s", temp_names),
+    {"delete_remote", offsetof(struct config, delete_remote), 1},
     FUSE_OPT_END,
 };
 
@@ -151,6 +152,11 @@ static int parse_task_options(struct config *cfg)
 		complain("invalid progress_url '%s' (an http:// or https:// "
 			 "URL with {id}, or empty for none)",
 			 cfg->progress_url);
+		return -EINVAL;
+	}
+	if (cfg->delete_remote && !cfg->transcripts) {
+		complain("delete_remote needs transcripts=on (it deletes "
+			 "transcription tasks)");
 		return -EINVAL;
 	}
 	rc = check_temp_names(cfg);
@@ -442,6 +448,8 @@ void config_print_help(void)
 	    "                           (default: rsync, download, GIO and\n"
 	    "                           editor temporaries, see tusfs(1);\n"
 	    "                           empty: none)\n"
+	    "    -o delete_remote       unlinking an uploaded file also\n"
+	    "                           deletes its transcription task\n"
 	    "    -V, --version          print versions and exit\n"
 	    "\n"
 	    "tusfs wait blocks until every upload on the mount is confirmed\n"

@@ -154,6 +154,7 @@ static int run(struct config *cfg, struct fuse_args *args,
 	struct poller_config pc = {
 	    .transcripts = cfg->transcripts,
 	    .task_timeout_s = cfg->task_timeout_s,
+	    .delete_remote = cfg->delete_remote,
 	    .state_dir = cfg->state_dir,
 	};
 	struct tusfs t = {.chunk_size = cfg->chunk_size,

@@ -44,6 +44,12 @@
 #define MAX_URL	       4096
 #define PROGRESS_BODY  (64 * 1024)
 
+/* A task to delete (-o delete_remote), waiting for a thread. */
+struct doomed {
+	struct doomed *next;
+	char id[META_UUID_LEN + 1];
+};
+
 struct poller {
 	struct catalog *cat;
 	struct journal *journal;
@@ -58,6 +64,8 @@ struct poller {
 	pthread_cond_t cv; /* threads wait here for due polls */
 	struct node *head; /* pending tasks, protected by catalog lock */
 	bool running;	   /* protected by catalog lock */
+	bool delete_remote;
+	struct doomed *doomed; /* protected by catalog lock */
 	atomic_int abort_all;
 };
 
@@ -511,6 +519,32 @@ static bool apply(struct poller *p, struct node *n, struct poll_outcome *out)
 	return tr->state == TR_COMPLETED && before != TR_COMPLETED;
 }
 
+/* DELETE task_url/delete for task id, without the lock. */
+static void delete_task(struct poller *p, struct http *h, const char *id)
+{
+	static const char *const headers[] = {"Accept: application/json", NULL};
+	char url[MAX_URL + 8];
+	struct http_response resp = {0};
+	struct http_request req = {.method = "DELETE",
+				   .url = url,
+				   .headers = headers,
+				   .max_body = 4096};
+	int rc;
+
+	if (expand(p->task_url, id, url, MAX_URL) < 0)
+		return;
+	strcat(url, "/delete");
+	rc = http_perform(h, &req, &resp);
+	if (rc < 0)
+		log_warn("task %s: could not delete it: %s", id, resp.error);
+	else if (resp.status / 100 == 2 || resp.status == 404)
+		log_info("task %s: deleted (-o delete_remote)", id);
+	else
+		log_warn("task %s: could not delete it: HTTP %ld", id,
+			 resp.status);
+	http_response_clear(&resp);
+}
+
 struct thread_arg {
 	struct poller *p;
 	struct http *h;
@@ -525,10 +559,21 @@ static void *poller_main(void *arg)
 	free(arg);
 	pthread_mutex_lock(mutex(p));
 	while (p->running) {
-		struct node *n = pick(p, &wake);
+		struct node *n;
 		struct poll_outcome out = {0};
 		char id[META_UUID_LEN + 1];
 
+		if (p->doomed) {
+			struct doomed *d = p->doomed;
+
+			p->doomed = d->next;
+			pthread_mutex_unlock(mutex(p));
+			delete_task(p, h, d->id);
+			free(d);
+			pthread_mutex_lock(mutex(p));
+			continue;
+		}
+		n = pick(p, &wake);
 		if (!n) {
 			if (wake.tv_sec == 0 && wake.tv_nsec == 0)
 				pthread_cond_wait(&p->cv, mutex(p));
@@ -597,6 +642,23 @@ void poller_new_upload(struct poller *p, struct node *n)
 	tr->percent = -1;
 	memset(tr->sizes, 0, sizeof(tr->sizes));
 	/* Leaves the list at the next pick; a poll in flight is dropped. */
+}
+
+void poller_delete_task(struct poller *p, const struct node *n)
+{
+	struct doomed *d;
+
+	if (!p->delete_remote || !p->running || !n->up.task_id[0])
+		return;
+	d = malloc(sizeof(*d));
+	if (!d) {
+		log_warn("task %s: out of memory; not deleted", n->up.task_id);
+		return;
+	}
+	memcpy(d->id, n->up.task_id, sizeof(d->id));
+	d->next = p->doomed;
+	p->doomed = d;
+	pthread_cond_signal(&p->cv);
 }
 
 void poller_watch(struct poller *p, struct node *n)
@@ -752,6 +814,7 @@ struct poller *poller_create(const struct poller_config *cfg,
 	p->journal = cfg->journal;
 	p->transcripts = cfg->transcripts;
 	p->task_timeout_s = cfg->task_timeout_s;
+	p->delete_remote = cfg->delete_remote;
 	p->http = cfg->http;
 	p->http.abort_all = &p->abort_all;
 	catalog_cond_init(&p->cv);
@@ -826,6 +889,14 @@ void poller_free(struct poller *p)
 	pthread_mutex_lock(mutex(p));
 	while (p->head)
 		list_remove(p, p->head);
+	while (p->doomed) {
+		struct doomed *d = p->doomed;
+
+		log_warn("task %s: unmounted before it could be deleted",
+			 d->id);
+		p->doomed = d->next;
+		free(d);
+	}
 	pthread_mutex_unlock(mutex(p));
 	for (unsigned i = 0; i < THREADS; i++)
 		http_free(p->conns[i]);

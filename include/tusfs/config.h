@@ -54,6 +54,9 @@ struct config {
 	long task_timeout_s;
 	/* Temporary-name patterns (-o temp_names), '/'-separated; "" none. */
 	char *temp_names;
+	/* Unlinking an uploaded file also deletes its task (-o
+	 * delete_remote); an int, as fuse_opt sets flags. */
+	int delete_remote;
 	/* Raw option strings, as fuse_opt stores them. */
 	char *chunk_size_opt;
 	char *max_uploads_opt;

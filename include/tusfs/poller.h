@@ -27,6 +27,8 @@ struct poller_config {
 	bool transcripts;
 	/* How long a task may be missing (404) after its upload. */
 	long task_timeout_s;
+	/* poller_delete_task deletes tasks (-o delete_remote). */
+	bool delete_remote;
 	/* Where STATE/transcripts lives. */
 	const char *state_dir;
 	/* For each thread's transport; strings must outlive poller_start. */
@@ -69,6 +71,13 @@ void poller_new_upload(struct poller *p, struct node *n);
 
 /* Someone reads n's sidecars: poll again within a second. */
 void poller_watch(struct poller *p, struct node *n);
+
+/*
+ * n, an uploaded file, is being unlinked or replaced: with -o
+ * delete_remote its task is deleted on the server (DELETE
+ * task_url/delete), once, soon, by a poller thread; a failure is logged.
+ */
+void poller_delete_task(struct poller *p, const struct node *n);
 
 /* n is gone for good: removes its stored transcripts. */
 void poller_forget(struct poller *p, const struct node *n);

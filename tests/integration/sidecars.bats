@@ -309,3 +309,42 @@ mask_times() {
 	[ "$(field "$MNT/a.wav.status" j.transcription.status)" = completed ]
 	[ "$(field "$MNT/a.wav.status" j.state)" = uploaded ]
 }
+
+@test "unlink of a transcribed file is local; with delete_remote its task is deleted too" {
+	backend_start --task-delay 100
+	tusfs_mount
+	media "$T/a.wav" 1 11
+	cp "$T/a.wav" "$MNT/a.wav"
+	wait_transcription a.wav completed
+	local kept
+	kept=$(xattr task_id a.wav)
+	rm "$MNT/a.wav"
+	sleep 1
+	[ -z "$(jq -c 'select(.method == "DELETE")' "$REQLOG")" ]
+	task_get "$kept" >/dev/null  # the task is the user's
+	tusfs_unmount
+	tusfs_mount delete_remote
+	media "$T/b.wav" 1 12
+	cp "$T/b.wav" "$MNT/b.wav"
+	cp "$T/a.wav" "$MNT/c.wav"
+	wait_transcription b.wav completed
+	wait_transcription c.wav completed
+	local gone replaced
+	gone=$(xattr task_id b.wav)
+	replaced=$(xattr task_id c.wav)
+	rm "$MNT/b.wav"
+	cp "$T/b.wav" "$MNT/d.wav.part"
+	mv "$MNT/d.wav.part" "$MNT/c.wav"
+	for _ in $(seq 50); do
+		[ "$(task_req GET "/task/$gone")" = 404 ] && [ "$(task_req GET "/task/$replaced")" = 404 ] && break
+		sleep 0.1
+	done
+	[ "$(task_req GET "/task/$gone")" = 404 ]
+	[ "$(task_req GET "/task/$replaced")" = 404 ]
+	jq -c 'select(.method == "DELETE")' "$REQLOG" | grep -q "\"path\":\"/task/$gone/delete\",\"status\":200"
+	task_get "$kept" >/dev/null
+	grep -q "task $gone: deleted" "$DLOG"
+	run "$TUSFS_BIN" -f -o delete_remote,transcripts=off "$ENDPOINT" "$MNT"
+	[ "$status" -eq 1 ]
+	[[ "$output" == *"delete_remote needs transcripts=on"* ]]
+}

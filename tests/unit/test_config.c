@@ -68,15 +68,17 @@ TEST(defaults)
 	ASSERT(!cfg.fsync_local);
 	ASSERT(cfg.language == NULL);
 	ASSERT_STREQ(cfg.temp_names, CONFIG_DEFAULT_TEMP_NAMES);
+	ASSERT(!cfg.delete_remote);
 	config_clear(&cfg);
 }
 
-TEST(temp_names)
+TEST(temp_names_and_delete_remote)
 {
 	struct config cfg;
 
-	ASSERT_EQ(parse(&cfg, "temp_names=*.part/~*"), 0);
+	ASSERT_EQ(parse(&cfg, "temp_names=*.part/~*,delete_remote"), 0);
 	ASSERT_STREQ(cfg.temp_names, "*.part/~*");
+	ASSERT(cfg.delete_remote);
 	config_clear(&cfg);
 	ASSERT_EQ(parse(&cfg, "temp_names="), 0);
 	ASSERT_STREQ(cfg.temp_names, "");

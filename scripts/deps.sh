@@ -3,7 +3,8 @@
 # Debian packages (apt-get) and the reference backend's npm packages
 # (npm ci, from tests/backend/package-lock.json). Safe to run repeatedly.
 # jq: the tests read JSON with it. rsync, libglib2.0-bin (gio): tools the
-# integration tests copy with. sox, pocketsphinx, pocketsphinx-en-us:
+# integration tests copy with. man-db, bsdextrautils (col): the man page
+# check. sox, pocketsphinx, pocketsphinx-en-us:
 # the backend's --transcriber pocketsphinx; espeak-ng: speech to feed it.
 # clang and libfuzzer-14-dev: the fuzz targets (scripts/fuzz.sh).
 set -euo pipefail
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3
 	libcurl4-openssl-dev libjansson-dev libxxhash-dev bats nodejs npm
-	clang-format cppcheck curl attr jq rsync libglib2.0-bin
+	clang-format cppcheck curl attr jq rsync libglib2.0-bin man-db bsdextrautils
 	sox pocketsphinx pocketsphinx-en-us espeak-ng clang libfuzzer-14-dev)
 
 missing=()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bats
 # Mounting: the command line, the bearer token (it reaches the server and
-# nothing else), the fstab form through mount -t fuse.tusfs, and every way
-# a mount can be refused (unreachable, not TUS, 401, bad mountpoint)
-# leaving nothing mounted.
+# nothing else), and every way a mount can be refused (unreachable, not
+# TUS, 401, bad mountpoint) leaving nothing mounted. mount -t fuse.tusfs
+# and fstab are in install.bats.
 
 load helpers/common
 
@@ -96,20 +96,4 @@ teardown() {
 	run "$TUSFS_BIN" -f -o chunk_size=huge "$ENDPOINT" "$MNT"
 	[ "$status" -eq 1 ]
 	[[ "$output" == *"invalid chunk_size"* ]]
-}
-
-@test "the fstab form (mount.fuse3 -t tusfs) mounts and uploads" {
-	backend_start
-	# mount -t fuse.tusfs runs exactly this helper; it finds tusfs in the
-	# PATH, which mount(8) resets to the system directories, so the test
-	# calls the helper itself with the build directory in front.
-	PATH="$(dirname "$TUSFS_BIN"):$PATH" mount.fuse3 "$ENDPOINT" "$MNT" \
-		-t tusfs -o "state_dir=$STATE,chunk_size=1M"
-	mounted
-	head -c 2500000 /dev/urandom >"$T/src"
-	cp "$T/src" "$MNT/fstab.wav"
-	wait_complete 1
-	assert_stored fstab.wav "$T/src"
-	fusermount3 -u "$MNT"
-	! mounted
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bats
+# tusfs installed like a real filesystem: cmake --install puts the binary
+# and the man page in place (the man page describes every option and
+# subcommand), and mount -t fuse.tusfs, an fstab line and the systemd user
+# unit's command line each mount it. mount(8) runs tusfs from root's PATH,
+# so those tests run in a mount namespace of their own with the installed
+# bin/ bound over /usr/local/bin: the machine's own stays untouched.
+
+load helpers/common
+
+setup() {
+	common_setup
+	backend_start
+	PREFIX=$T/prefix
+	cmake --install "$(dirname "$TUSFS_BIN")" --prefix "$PREFIX" >/dev/null
+}
+
+teardown() {
+	common_teardown
+}
+
+# in_namespace SCRIPT [ARGS...]: runs bash SCRIPT with the installed tusfs
+# first in mount's PATH; mounts made there vanish with it.
+in_namespace() {
+	local script=$1
+	shift
+	unshare -m bash -euc "mount --bind '$PREFIX/bin' /usr/local/bin; $script" _ "$@"
+}
+
+@test "cmake --install puts tusfs and tusfs(1) in place; the man page covers every option and subcommand" {
+	[ -x "$PREFIX/bin/tusfs" ]
+	[ -f "$PREFIX/share/man/man1/tusfs.1" ]
+	run "$PREFIX/bin/tusfs" --version
+	[ "$status" -eq 0 ]
+	# It renders without a warning.
+	run bash -c "MANWIDTH=80 man --warnings -l '$PREFIX/share/man/man1/tusfs.1' 2>&1 >/dev/null"
+	[ -z "$output" ]
+	local page opts
+	page=$(MANWIDTH=200 man -l "$PREFIX/share/man/man1/tusfs.1" 2>/dev/null | col -b)
+	# tusfs's own options (FUSE's follow in their own section).
+	opts=$("$PREFIX/bin/tusfs" --help | sed -n '/^tusfs options:/,/^$/p' |
+		grep -oE '^ +-o [a-z_]+' | awk '{ print $2 }')
+	[ "$(wc -l <<<"$opts")" -eq 15 ]
+	for o in $opts; do
+		grep -qE -- "-o $o([=| ]|$)" <<<"$page" || { echo "man page lacks -o $o"; false; }
+	done
+	for sub in wait status; do
+		"$PREFIX/bin/tusfs" --help | grep -q "tusfs $sub MOUNTPOINT"
+		grep -q "^       tusfs $sub mountpoint" <<<"$page" || { echo "man page lacks $sub"; false; }
+	done
+}
+
+@test "mount -t fuse.tusfs, and an fstab line with _netdev,noauto,x-systemd.automount, mount and upload" {
+	head -c 2500000 /dev/urandom >"$T/a.wav"
+	head -c 1500000 /dev/urandom >"$T/b.wav"
+	printf '%s %s fuse.tusfs _netdev,noauto,x-systemd.automount,state_dir=%s,chunk_size=1M 0 0\n' \
+		"$ENDPOINT" "$MNT" "$STATE" >"$T/fstab"
+	run in_namespace '
+		mount -t fuse.tusfs "$1" "$2" -o "state_dir=$3,chunk_size=1M"
+		grep -q " $2 fuse.tusfs " /proc/mounts
+		cp "$4/a.wav" "$2/"
+		tusfs wait "$2" --timeout 30
+		umount "$2"
+		# The fstab line, as systemd'"'"'s automount or mount MOUNTPOINT uses it.
+		mount -T "$4/fstab" "$2"
+		cmp "$4/a.wav" "$2/a.wav"
+		cp "$4/b.wav" "$2/"
+		tusfs wait "$2" --timeout 30
+		umount "$2"' "$ENDPOINT" "$MNT" "$STATE" "$T"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	assert_stored a.wav "$T/a.wav"
+	assert_stored b.wav "$T/b.wav"
+}
+
+@test "the systemd user unit's command line mounts at ~/tus, and stopping it unmounts" {
+	local start stop
+	mkdir -p "$T/home/.config/tusfs"
+	echo key >"$T/home/.config/tusfs/key"
+	chmod 600 "$T/home/.config/tusfs/key"
+	# What systemd would run: %h is the home, ${TUSFS_ENDPOINT} the
+	# Environment= line the user sets.
+	start=$(sed -n 's/^ExecStart=//p' "$REPO/docs/tusfs.service")
+	stop=$(sed -n 's/^ExecStop=//p' "$REPO/docs/tusfs.service")
+	start=${start//%h/$T/home}
+	start=${start//\$\{TUSFS_ENDPOINT\}/$ENDPOINT}
+	stop=${stop//%h/$T/home}
+	[[ "$start" == "/usr/local/bin/tusfs -f "* ]]
+	mkdir -p "$T/home/tus"
+	head -c 300000 /dev/urandom >"$T/c.wav"
+	run in_namespace '
+		HOME=$1 XDG_STATE_HOME= $2 &
+		pid=$!
+		for _ in $(seq 100); do grep -q " $1/tus fuse" /proc/mounts && break; sleep 0.1; done
+		cp "$4" "$1/tus/"
+		tusfs wait "$1/tus" --timeout 30
+		$3
+		wait "$pid"' "$T/home" "$start" "$stop" "$T/c.wav"
+	echo "$output"
+	[ "$status" -eq 0 ]
+	assert_stored c.wav "$T/c.wav"
+	# The default state directory went under the unit's home.
+	[ -d "$T/home/.local/state/tusfs" ]
+}

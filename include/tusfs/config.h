@@ -22,9 +22,9 @@
 #define CONFIG_DEFAULT_STALL_S	      60
 #define CONFIG_DEFAULT_TASK_TIMEOUT_S 3600
 /* Temporary names tools write before renaming to the final one: rsync's
- * .NAME.XXXXXX, downloads, GIO's .goutputstream-*, editors' backups and
- * locks, macOS's ._ files. fnmatch patterns separated by '/', the one
- * character no name can hold (split so that "??" "/" is no trigraph). */
+ * .NAME.<six random characters>, downloads, GIO's .goutputstream-*, editors'
+ * backups and locks, macOS's ._ files. fnmatch patterns separated by '/', the
+ * one character no name can hold (split so that "??" "/" is no trigraph). */
 #define CONFIG_DEFAULT_TEMP_NAMES                                              \
 	".*.??????"                                                            \
 	"/*.part/*.partial/.goutputstream-*/*.crdownload/*.tmp/*~/.#*/._*"

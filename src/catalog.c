@@ -409,20 +409,44 @@ bool catalog_sidecar_taken(const struct node *dir, const char *name, int kinds,
 	return false;
 }
 
+/*
+ * Copies the pattern at *p into pat and moves *p past it and its '/'.
+ * -EINVAL for an empty pattern, one longer than NAME_MAX, or a trailing
+ * '/'.
+ */
+static int next_pattern(const char **p, char pat[NAME_MAX + 1])
+{
+	size_t len = strcspn(*p, "/");
+	bool slash = (*p)[len] == '/';
+
+	if (len == 0 || len > NAME_MAX || (slash && !(*p)[len + 1]))
+		return -EINVAL;
+	memcpy(pat, *p, len);
+	pat[len] = '\0';
+	*p += len + slash;
+	return 0;
+}
+
+int catalog_temp_names_check(const char *patterns)
+{
+	char pat[NAME_MAX + 1];
+
+	for (const char *p = patterns; *p;)
+		if (next_pattern(&p, pat) < 0)
+			return -EINVAL;
+	return 0;
+}
+
 bool catalog_temp_name(const char *patterns, const char *name)
 {
 	char pat[NAME_MAX + 1];
 
+	/* The patterns were checked at mount (catalog_temp_names_check). */
 	for (const char *p = patterns; p && *p;) {
-		size_t len = strcspn(p, "/");
-
-		if (len < sizeof(pat)) {
-			memcpy(pat, p, len);
-			pat[len] = '\0';
-			if (fnmatch(pat, name, 0) == 0)
-				return true;
-		}
-		p += len + (p[len] == '/');
+		if (next_pattern(&p, pat) < 0)
+			return false;
+		if (fnmatch(pat, name, 0) == 0)
+			return true;
 	}
 	return false;
 }

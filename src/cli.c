@@ -19,6 +19,13 @@ ssize_t cli_attr(const char *path, const char *name, char *buf, size_t size)
 	return n;
 }
 
+size_t cli_prefix(const char *mnt)
+{
+	size_t len = strlen(mnt);
+
+	return len + (len > 0 && mnt[len - 1] != '/');
+}
+
 bool cli_is_mount(const char *cmd, const char *mnt)
 {
 	char version[64];

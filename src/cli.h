@@ -24,6 +24,9 @@ enum cli_exit {
  */
 ssize_t cli_attr(const char *path, const char *name, char *buf, size_t size);
 
+/* How many bytes of a walked path under mnt to skip to make it relative. */
+size_t cli_prefix(const char *mnt);
+
 /* Whether mnt is a tusfs mount; if not, says so on stderr as cmd. */
 bool cli_is_mount(const char *cmd, const char *mnt);
 

@@ -5,6 +5,7 @@
  */
 #include "tusfs_setup.h"
 #include "tusfs/config.h"
+#include "tusfs/catalog.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -104,25 +105,18 @@ static bool task_route_ok(const char *url)
 	       strstr(url, "{id}") && !strpbrk(url, " \t\r\n");
 }
 
-/* Non-empty patterns of at most NAME_MAX bytes, '/'-separated. */
+/* The temporary-name patterns: the default, or a list that parses. */
 static int check_temp_names(struct config *cfg)
 {
 	if (!cfg->temp_names) {
 		cfg->temp_names = strdup(CONFIG_DEFAULT_TEMP_NAMES);
 		return cfg->temp_names ? 0 : -ENOMEM;
 	}
-	for (const char *p = cfg->temp_names; *p;) {
-		size_t len = strcspn(p, "/");
-
-		if (len == 0 || len > NAME_MAX ||
-		    (p[len] == '/' && !p[len + 1])) {
-			complain("invalid temp_names '%s' (fnmatch patterns "
-				 "separated by '/', e.g. *.part/*.tmp; empty "
-				 "for none)",
-				 cfg->temp_names);
-			return -EINVAL;
-		}
-		p += len + (p[len] == '/');
+	if (catalog_temp_names_check(cfg->temp_names) < 0) {
+		complain("invalid temp_names '%s' (fnmatch patterns separated "
+			 "by '/', e.g. *.part/*.tmp; empty for none)",
+			 cfg->temp_names);
+		return -EINVAL;
 	}
 	return 0;
 }

@@ -431,8 +431,7 @@ static int tfs_unlink(const char *path)
 	if (rc == 0) {
 		/* Stop the bytes on the wire; the engine ends the upload. */
 		catalog_get(n);
-		if (n->up.state == UPLOAD_UPLOADED)
-			poller_delete_task(t->poller, n);
+		poller_delete_task(t->poller, n);
 		atomic_store(&n->up.cancel, 1);
 		entry_changed(t, n, n->parent);
 		catalog_unlink(t->cat, n);
@@ -480,10 +479,8 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 		if (rc < 0)
 			goto out;
 		journal_mark(t->journal, victim);
-		if (S_ISREG(victim->mode) &&
-		    victim->up.state == UPLOAD_UPLOADED)
-			poller_delete_task(t->poller, victim);
 		if (S_ISREG(victim->mode)) {
+			poller_delete_task(t->poller, victim);
 			atomic_store(&victim->up.cancel, 1);
 			engine_kick(t->engine, victim);
 		}

@@ -226,12 +226,13 @@ static int expand(const char *template, const char *id, char *out, size_t size)
 	return 0;
 }
 
-/* GETs url; 0 with the response, or -errno with message set. */
-static int get(struct http *h, const char *url, size_t max_body,
-	       struct http_response *resp, char *message, size_t msize)
+/* Sends method to url; 0 with the response, or -errno with message set. */
+static int call(struct http *h, const char *method, const char *url,
+		size_t max_body, struct http_response *resp, char *message,
+		size_t msize)
 {
 	static const char *const headers[] = {"Accept: application/json", NULL};
-	struct http_request req = {.method = "GET",
+	struct http_request req = {.method = method,
 				   .url = url,
 				   .headers = headers,
 				   .max_body = max_body};
@@ -278,7 +279,7 @@ static bool poll_progress(struct poller *p, struct http *h, const char *id,
 	if (!p->progress_url[0] ||
 	    expand(p->progress_url, id, url, sizeof(url)) < 0)
 		return false;
-	if (get(h, url, PROGRESS_BODY, &resp, message, msize) < 0) {
+	if (call(h, "GET", url, PROGRESS_BODY, &resp, message, msize) < 0) {
 		http_response_clear(&resp);
 		return false;
 	}
@@ -313,7 +314,8 @@ static void poll_once(struct poller *p, struct http *h, const struct node *n,
 		out->message = strdup("the task URL is too long");
 		return;
 	}
-	if (get(h, url, TASK_MAX_BODY, &resp, message, sizeof(message)) < 0)
+	if (call(h, "GET", url, TASK_MAX_BODY, &resp, message,
+		 sizeof(message)) < 0)
 		goto out;
 	if (resp.status == 404) {
 		out->kind = POLL_NOT_FOUND;
@@ -522,26 +524,21 @@ static bool apply(struct poller *p, struct node *n, struct poll_outcome *out)
 /* DELETE task_url/delete for task id, without the lock. */
 static void delete_task(struct poller *p, struct http *h, const char *id)
 {
-	static const char *const headers[] = {"Accept: application/json", NULL};
-	char url[MAX_URL + 8];
-	struct http_response resp = {0};
-	struct http_request req = {.method = "DELETE",
-				   .url = url,
-				   .headers = headers,
-				   .max_body = 4096};
-	int rc;
+	char url[MAX_URL], message[512];
+	struct http_response resp;
 
-	if (expand(p->task_url, id, url, MAX_URL) < 0)
+	if (expand(p->task_url, id, url, sizeof(url) - strlen("/delete")) < 0)
 		return;
 	strcat(url, "/delete");
-	rc = http_perform(h, &req, &resp);
-	if (rc < 0)
-		log_warn("task %s: could not delete it: %s", id, resp.error);
+	if (call(h, "DELETE", url, PROGRESS_BODY, &resp, message,
+		 sizeof(message)) < 0)
+		log_warn("task %s: not deleted: %s", id, message);
 	else if (resp.status / 100 == 2 || resp.status == 404)
 		log_info("task %s: deleted (-o delete_remote)", id);
-	else
-		log_warn("task %s: could not delete it: HTTP %ld", id,
-			 resp.status);
+	else {
+		http_problem(resp.status, message, sizeof(message));
+		log_warn("task %s: not deleted: %s", id, message);
+	}
 	http_response_clear(&resp);
 }
 
@@ -648,7 +645,8 @@ void poller_delete_task(struct poller *p, const struct node *n)
 {
 	struct doomed *d;
 
-	if (!p->delete_remote || !p->running || !n->up.task_id[0])
+	if (!p->delete_remote || !p->running ||
+	    n->up.state != UPLOAD_UPLOADED || !n->up.task_id[0])
 		return;
 	d = malloc(sizeof(*d));
 	if (!d) {

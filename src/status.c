@@ -278,7 +278,7 @@ int status_main(int argc, char *argv[])
 	}
 	if (!cli_is_mount("status", mnt))
 		return CLI_USAGE;
-	rows.prefix = strlen(mnt) + (mnt[strlen(mnt) - 1] != '/');
+	rows.prefix = cli_prefix(mnt);
 	if (nftw(mnt, visit, 16, FTW_PHYS | FTW_MOUNT) != 0 || rows.oom) {
 		fprintf(stderr, "tusfs status: cannot walk '%s': %s\n", mnt,
 			rows.oom ? "out of memory" : strerror(errno));

@@ -75,7 +75,7 @@ static int walk(const char *mnt, bool report)
 {
 	tally = (struct tally){.report = report,
 			       .transcripts = tally.transcripts,
-			       .prefix = strlen(mnt) + 1};
+			       .prefix = cli_prefix(mnt)};
 	return nftw(mnt, visit, 16, FTW_PHYS | FTW_MOUNT);
 }
 

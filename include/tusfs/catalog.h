@@ -295,4 +295,8 @@ bool catalog_sidecar_taken(const struct node *dir, const char *name, int kinds,
  */
 bool catalog_temp_name(const char *patterns, const char *name);
 
+/* 0 if patterns is such a list (each non-empty, at most NAME_MAX bytes, no
+ * trailing '/'; "" is the empty list), else -EINVAL. */
+int catalog_temp_names_check(const char *patterns);
+
 #endif

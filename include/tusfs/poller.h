@@ -73,9 +73,9 @@ void poller_new_upload(struct poller *p, struct node *n);
 void poller_watch(struct poller *p, struct node *n);
 
 /*
- * n, an uploaded file, is being unlinked or replaced: with -o
- * delete_remote its task is deleted on the server (DELETE
- * task_url/delete), once, soon, by a poller thread; a failure is logged.
+ * n is being unlinked or replaced: with -o delete_remote, and if its
+ * upload is complete, its task is deleted on the server (DELETE
+ * task_url/delete), once, soon, by a poller thread; the outcome is logged.
  */
 void poller_delete_task(struct poller *p, const struct node *n);
 

@@ -95,6 +95,12 @@ same_attrs() {
 	wait "$waiter" || st=$?
 	echo "interrupted rsync: $st"
 	[ "$st" -eq 20 ]  # rsync's "received SIGINT"
+	# The receiver, rsync's child, keeps the partial file as it exits,
+	# which may be after the parent: wait for the whole group.
+	for _ in $(seq 100); do
+		kill -0 -- "-$(cat "$T/rsync.pid")" 2>/dev/null || break
+		sleep 0.1
+	done
 	# --partial kept what had arrived, under the final name.
 	local part
 	part=$(stat -c %s "$MNT/big.wav")

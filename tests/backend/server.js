@@ -147,6 +147,11 @@
 //          [--transcriber fake|pocketsphinx] [--task-delay MS]
 //          [--task-step-ms MS] [--task-fail [MESSAGE]] [--task-slow-ms MS]
 //          [--task-garbage KIND [--task-garbage-count N]]
+//          [--store file|discard]
+//
+// --store discard keeps no bytes (discard-store.js): uploads are counted
+// and thrown away, for benchmarks that measure the client and the wire.
+// Finished uploads then get no task, as there is nothing to transcribe.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -158,6 +163,7 @@ import { parseArgs } from 'node:util';
 import { FileStore } from '@tus/file-store';
 import { Server as TusServer } from '@tus/server';
 
+import { DiscardStore } from './discard-store.js';
 import { mulberry32 } from './prng.js';
 
 import { DEFAULT_FAIL_MESSAGE, GARBAGE_KINDS, TRANSCRIBERS, Tasks } from './tasks.js';
@@ -177,6 +183,7 @@ const USAGE = `usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
          [--transcriber fake|pocketsphinx] [--task-delay MS]
          [--task-step-ms MS] [--task-fail [MESSAGE]] [--task-slow-ms MS]
          [--task-garbage KIND [--task-garbage-count N]]
+         [--store file|discard]
          (KIND: ${GARBAGE_KINDS.join(', ')})`;
 
 function die(msg) {
@@ -312,6 +319,7 @@ function parseConfig(argv) {
         'task-slow-ms': { type: 'string' },
         'task-garbage': { type: 'string' },
         'task-garbage-count': { type: 'string' },
+        store: { type: 'string', default: 'file' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -337,6 +345,7 @@ function parseConfig(argv) {
     }
   }
   if (token !== undefined && token === '') die('the token is empty');
+  if (values.store !== 'file' && values.store !== 'discard') die('--store takes file or discard');
   const port = parseCount('port', values.port);
   if (port > 65535) die('--port out of range');
   return {
@@ -353,6 +362,7 @@ function parseConfig(argv) {
     without: parseWithout(values.without),
     faults: parseFaults(values),
     tasks: parseTaskSwitches(values),
+    discard: values.store === 'discard',
   };
 }
 
@@ -921,7 +931,7 @@ function main() {
 
   const tus = new TusServer({
     path: TUS_PATH,
-    datastore: new FileStore({
+    datastore: config.discard ? new DiscardStore() : new FileStore({
       directory: config.dir,
       expirationPeriodInMilliseconds: config.expirationMs,
     }),
@@ -929,6 +939,7 @@ function main() {
     relativeLocation: config.relativeLocation,
     // The last byte arrived: a task is due if the metadata has a taskId.
     onUploadFinish: async (_req, upload) => {
+      if (config.discard) return {};
       tasks.uploadFinished({ id: upload.id, metadata: upload.metadata });
       return {};
     },

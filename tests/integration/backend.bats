@@ -292,6 +292,30 @@ resume_upload() {
 	[ "$(head_offset "$url")" = "200 300000" ]
 }
 
+@test "--store discard counts the bytes like a store, keeps none, and creates no task" {
+	backend_start --store discard --task-delay 0
+	head -c 3000000 /dev/urandom >"$T/src"
+	local url
+	url=$(create 3000000)
+	[ "$(patch "$url" 0 "$(piece "$T/src" 0 1000000)")" = 204 ]
+	[ "$(head_offset "$url")" = "200 1000000" ]
+	# A wrong offset is refused as by the file store.
+	[ "$(patch "$url" 0 "$(piece "$T/src" 0 1000)")" = 409 ]
+	[ "$(patch "$url" 1000000 "$(piece "$T/src" 1000000 2000000)")" = 204 ]
+	[ "$(head_offset "$url")" = "200 3000000" ]
+	# creation-with-upload and termination too.
+	url=$(TASK_AUTH=() tus_upload "$T/src" taskId "$(cat /proc/sys/kernel/random/uuid)")
+	[ "$(head_offset "$url")" = "200 3000000" ]
+	[ "$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE -H 'Tus-Resumable: 1.0.0' "$url")" = 204 ]
+	[ "$(head_offset "$url")" = "404 -" ]
+	# Nothing stored: no upload, no info file, no task.
+	sleep 0.5
+	[ -z "$(find "$STORE" -type f)" ]
+	run node "$BACKEND/server.js" --dir "$STORE" --store s3
+	[ "$status" -eq 2 ]
+	[[ "${lines[0]}" == "server.js: --store takes file or discard" ]]
+}
+
 @test "bad fault switches are refused with a message" {
 	srv=$BACKEND/server.js
 	for args in "--fail-share 1.5" "--fail-share x" "--fail-share 0.1 --fail-status 404" \

@@ -8,6 +8,7 @@
  */
 #include "tusfs_setup.h"
 #include "tusfs/catalog.h"
+#include "tusfs/spool.h"
 #include "tusfs/tus.h"
 
 #include <errno.h>
@@ -74,6 +75,7 @@ static void node_free(struct node *n)
 {
 	free(n->up.url);
 	free(n->up.message);
+	spool_stream_free(n->up.stream);
 	free(n->tr.error);
 	free(n->tr.poll_error);
 	free(n->name);

@@ -602,7 +602,8 @@ static void finish(struct engine *e, struct node *n)
 /*
  * Takes the xxh3 fingerprint of a sealed spool (journaled, so a later
  * mount can tell the spool is still what was written), or, for a restored
- * file, checks it. Lock dropped while reading.
+ * file, checks it. A file written front to back has it from its writes
+ * already (fs.c); otherwise the spool is read, lock dropped meanwhile.
  */
 static enum step_result fingerprint(struct worker *w, struct node *n)
 {
@@ -610,12 +611,23 @@ static enum step_result fingerprint(struct worker *w, struct node *n)
 	bool verify = n->up.verify;
 	uint64_t gen = n->up.content_gen;
 	uint64_t len = verify ? n->up.fp_size : n->size;
-	uint64_t hash = 0;
-	int rc;
+	bool streamed = !verify && n->up.stream &&
+			n->up.stream_gen == n->up.content_gen &&
+			spool_stream_len(n->up.stream) == len;
+	uint64_t hash = streamed ? spool_stream_digest(n->up.stream) : 0;
+	int rc = 0;
 
-	pthread_mutex_unlock(mutex(e));
-	rc = spool_hash(e->spool, n->ino, len, &hash, &e->abort_all);
-	pthread_mutex_lock(mutex(e));
+	/* Used, or stale; a writer coming meanwhile starts its own. */
+	spool_stream_free(n->up.stream);
+	n->up.stream = NULL;
+	if (streamed) {
+		log_debug("'%s': fingerprint taken from the writes", n->name);
+	} else {
+		log_debug("'%s': fingerprint read from the spool", n->name);
+		pthread_mutex_unlock(mutex(e));
+		rc = spool_hash(e->spool, n->ino, len, &hash, &e->abort_all);
+		pthread_mutex_lock(mutex(e));
+	}
 	if (rc == -ECANCELED)
 		return STEP_CONTINUE; /* unlinked or stopping */
 	/* Appends leave the checked prefix alone; a rewrite of it sets

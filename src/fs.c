@@ -745,6 +745,35 @@ static int before_write(struct tusfs *t, struct node *n, uint64_t off,
 	return 0;
 }
 
+/*
+ * Keeps n's running fingerprint in step with a write of [off, off + len)
+ * that set content_gen to gen, or drops it. The write continues the
+ * stream when nothing else changed the spool since the stream's last
+ * write and it starts where the stream ends; a write at 0 that covers
+ * all of the file starts a new one. Writes racing each other change
+ * content_gen twice, so they end the stream. Lock held.
+ */
+static void stream_write(struct node *n, const char *buf, uint64_t off,
+			 size_t len, uint64_t gen)
+{
+	struct upload *up = &n->up;
+	bool next = up->stream && up->stream_gen + 1 == gen &&
+		    spool_stream_len(up->stream) == off;
+
+	if (up->content_gen == gen && !next && off == 0 && n->size <= len) {
+		spool_stream_free(up->stream);
+		up->stream = spool_stream_new();
+		next = up->stream != NULL;
+	}
+	if (up->content_gen == gen && next &&
+	    spool_stream_feed(up->stream, buf, len) == 0) {
+		up->stream_gen = gen;
+		return;
+	}
+	spool_stream_free(up->stream);
+	up->stream = NULL;
+}
+
 static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -752,6 +781,7 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	struct handle *h = handle_of(fi);
 	struct node *n = h->n;
 	uint64_t end = (uint64_t)off + size;
+	uint64_t gen;
 	int rc;
 
 	(void)path;
@@ -763,6 +793,7 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 		return -EFBIG;
 	catalog_lock(t->cat);
 	rc = before_write(t, n, (uint64_t)off, end);
+	gen = n->up.content_gen;
 	catalog_unlock(t->cat);
 	if (rc == 0)
 		rc = spool_pwrite(h->fd, buf, size, off);
@@ -770,6 +801,7 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 		return rc;
 
 	catalog_lock(t->cat);
+	stream_write(n, buf, (uint64_t)off, size, gen);
 	/* A worker may have sent these bytes while the lock was dropped. */
 	if ((uint64_t)off < n->up.sent_mark && !n->up.restart) {
 		n->up.restart = true;

@@ -248,3 +248,47 @@ out:
 	XXH3_freeState(state);
 	return rc;
 }
+
+struct spool_stream {
+	XXH3_state_t *state;
+	uint64_t len;
+};
+
+struct spool_stream *spool_stream_new(void)
+{
+	struct spool_stream *s = calloc(1, sizeof(*s));
+
+	if (s)
+		s->state = XXH3_createState();
+	if (!s || !s->state || XXH3_64bits_reset(s->state) != XXH_OK) {
+		spool_stream_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+int spool_stream_feed(struct spool_stream *s, const void *buf, size_t n)
+{
+	if (XXH3_64bits_update(s->state, buf, n) != XXH_OK)
+		return -EINVAL;
+	s->len += n;
+	return 0;
+}
+
+uint64_t spool_stream_len(const struct spool_stream *s)
+{
+	return s->len;
+}
+
+uint64_t spool_stream_digest(const struct spool_stream *s)
+{
+	return XXH3_64bits_digest(s->state);
+}
+
+void spool_stream_free(struct spool_stream *s)
+{
+	if (!s)
+		return;
+	XXH3_freeState(s->state);
+	free(s);
+}

@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+struct spool_stream;
+
 #define CATALOG_ROOT_INO 1
 /* Inode numbers stay below this; the bits above it number sidecars. */
 #define CATALOG_MAX_INO (1ULL << 56)
@@ -118,6 +120,11 @@ struct upload {
 	bool verify;
 	/* Bumped by every change to the spool's content. */
 	uint64_t content_gen;
+	/* The fingerprint of the writes so far, while they came front to
+	 * back one at a time; stream_gen is content_gen after the last one
+	 * fed. NULL otherwise (the worker then reads the spool). */
+	struct spool_stream *stream;
+	uint64_t stream_gen;
 	/* The URL is in the journal on disk, so PATCHes may go. */
 	bool url_durable;
 	/* Complete, with its spool (cache_len bytes) kept as cache (the

@@ -46,6 +46,25 @@ int spool_sweep(struct spool *s, bool (*keep)(uint64_t id, void *arg),
 int spool_hash(struct spool *s, uint64_t id, uint64_t len, uint64_t *hash,
 	       const atomic_int *cancel);
 
+/*
+ * A running xxh3: the fingerprint of a spool fed by its writes as they
+ * land, front to back, so that sealing it needs no second read. The
+ * caller decides which writes continue the stream (spool_hash's result
+ * for the same bytes is the same).
+ */
+struct spool_stream;
+
+/* A stream of 0 bytes, or NULL when out of memory. */
+struct spool_stream *spool_stream_new(void);
+/* Appends buf to the bytes hashed. 0, or -EINVAL (the stream is then
+ * unusable). */
+int spool_stream_feed(struct spool_stream *s, const void *buf, size_t n);
+/* Bytes fed so far. */
+uint64_t spool_stream_len(const struct spool_stream *s);
+/* xxh3 of the bytes fed so far. */
+uint64_t spool_stream_digest(const struct spool_stream *s);
+void spool_stream_free(struct spool_stream *s);
+
 /* Writes all of buf at off, retrying short writes. 0 or -errno. */
 int spool_pwrite(int fd, const void *buf, size_t n, off_t off) WARN_UNUSED;
 

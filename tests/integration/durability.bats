@@ -252,6 +252,34 @@ first_patch_offset_after() {
 	[ "$(requests POST | wc -l)" -eq 2 ]
 }
 
+@test "a file written front to back is fingerprinted from its writes, others from the spool, and both check out at the next mount" {
+	backend_start
+	tusfs_mount log_level=debug
+	kill -9 "$BACKEND_PID"
+	wait "$BACKEND_PID" 2>/dev/null || true
+	head -c 3000000 /dev/urandom >"$T/src"
+	cp "$T/src" "$MNT/inorder.wav"
+	# Back half first, then the front: never one stream from byte 0.
+	dd if="$T/src" of="$MNT/backfirst.wav" bs=1500000 skip=1 seek=1 status=none
+	dd if="$T/src" of="$MNT/backfirst.wav" bs=1500000 count=1 conv=notrunc status=none
+	for _ in $(seq 100); do
+		grep -q "'backfirst.wav': .*retry" "$DLOG" && break
+		sleep 0.1
+	done
+	grep -q "'inorder.wav': fingerprint taken from the writes" "$DLOG"
+	! grep -q "'inorder.wav': fingerprint read" "$DLOG"
+	grep -q "'backfirst.wav': fingerprint read from the spool" "$DLOG"
+	! grep -q "'backfirst.wav': fingerprint taken" "$DLOG"
+	tusfs_unmount
+
+	# A wrong fingerprint would fail the file here, before any byte goes.
+	backend_start --port "$PORT"
+	tusfs_mount
+	tusfs_wait --timeout 30
+	assert_stored inorder.wav "$T/src"
+	assert_stored backfirst.wav "$T/src"
+}
+
 @test "a spool changed behind tusfs's back is detected before anything is sent" {
 	backend_start
 	tusfs_mount

@@ -1,0 +1,424 @@
+#!/usr/bin/env bash
+# The benchmark: tusfs against its peers, in one run on one machine, so
+# that only ratios matter (docs/performance.md says what each row measures
+# and what limits it). Builds a Release tusfs and libfuse's passthrough_ll
+# example, starts the reference backend twice (storing, and --store discard
+# for the client side alone), runs every scenario RUNS times interleaved
+# with its peers, and prints medians and ratios, then the scale table.
+#
+# Usage: scripts/bench.sh [--runs N] [--only SCENARIO,...]
+# N measured runs after one warm-up round (default 3); SCENARIO is large,
+# write, wire, many, memory or scale (default: all).
+# BENCH_DIR (default: a new directory under /tmp) holds the data, the spool
+# and the stored uploads; it must have about 12 GiB free.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+usage="usage: scripts/bench.sh [--runs N] [--only SCENARIO,...]"
+scenarios="large write wire many memory scale"
+runs=3
+while [ $# -gt 0 ]; do
+	case $1 in
+	--runs) runs=$2; shift 2 ;;
+	--only) scenarios=${2//,/ }; shift 2 ;;
+	*) echo "$usage" >&2; exit 2 ;;
+	esac
+done
+for s in $scenarios; do
+	[[ " large write wire many memory scale " == *" $s "* ]] ||
+		{ echo "bench: no scenario '$s'" >&2; echo "$usage" >&2; exit 2; }
+done
+
+MiB=$((1024 * 1024))
+GiB=$((1024 * MiB))
+CHUNK=$((50 * MiB))
+
+# --- Setup ------------------------------------------------------------------
+
+./scripts/deps.sh
+stamp=bench/node_modules/.tusfs-lock
+if ! cmp -s bench/package-lock.json "$stamp" 2>/dev/null; then
+	echo "bench: npm ci in bench"
+	(cd bench && npm ci --no-audit --no-fund --loglevel=error)
+	cp bench/package-lock.json "$stamp"
+fi
+build=$root/build/bench
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j"$(nproc)" --target tusfs >/dev/null
+tusfs=$build/tusfs
+passthrough=$build/passthrough_ll
+# shellcheck disable=SC2046
+cc -O2 -o "$passthrough" /usr/share/doc/libfuse3-dev/examples/passthrough_ll.c \
+	$(pkg-config fuse3 --cflags --libs)
+
+work=${BENCH_DIR:-$(mktemp -d /tmp/tusfs-bench.XXXXXX)}
+mkdir -p "$work"
+pids=()
+mounts=()
+cleanup() {
+	for m in "${mounts[@]}"; do
+		mountpoint -q "$m" && fusermount3 -u "$m"
+	done
+	for p in "${pids[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	[ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# backend NAME [server.js options]: starts one; sets NAME_url and NAME_dir.
+backend() {
+	local name=$1 dir=$work/$1
+	shift
+	mkdir -p "$dir"
+	rm -f "$dir.port"
+	node tests/backend/server.js --dir "$dir" --port-file "$dir.port" "$@" \
+		>"$dir.log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 100); do
+		[ -s "$dir.port" ] && break
+		sleep 0.1
+	done
+	printf -v "${name}_url" 'http://127.0.0.1:%s/uploads/files/' "$(cat "$dir.port")"
+	printf -v "${name}_dir" '%s' "$dir"
+}
+backend store
+backend discard --store discard
+
+# mount ENDPOINT MOUNTPOINT [tusfs options]: a fresh daemon in the
+# foreground (so its PID is ours to read); sets daemon.
+mount_tusfs() {
+	local url=$1 mnt=$2
+	shift 2
+	rm -rf "$mnt.state"
+	mkdir -p "$mnt" "$mnt.state"
+	"$tusfs" -f -o "state_dir=$mnt.state,transcripts=off" "$@" "$url" "$mnt" \
+		2>>"$work/tusfs.log" &
+	daemon=$!
+	pids+=("$daemon")
+	mounts+=("$mnt")
+	for _ in $(seq 100); do
+		mountpoint -q "$mnt" && return
+		sleep 0.1
+	done
+	echo "bench: tusfs did not mount $mnt" >&2
+	exit 1
+}
+
+unmount() { # MOUNTPOINT: and wait for its daemon to exit
+	fusermount3 -u "$1"
+	wait "$daemon" 2>/dev/null || true
+}
+
+now() { date +%s.%N; }
+calc() { awk "BEGIN { print $* }"; }
+
+# timed VAR CMD...: runs CMD after flushing dirty pages (so one run's
+# writeback does not land on the next) and appends its seconds to array
+# VAR, except in round 0: the warm-up, which this VM needs because memory
+# its host took back is slow to touch again (docs/performance.md).
+round=0
+timed() {
+	local -n out_=$1
+	local start_ took_
+	shift
+	sync
+	start_=$(now)
+	"$@"
+	took_=$(calc "$(now) - $start_")
+	if [ "$round" -eq 0 ]; then
+		printf '  %-14s %7.2f s (warm-up)\n' "$1" "$took_"
+	else
+		printf '  %-14s %7.2f s\n' "$1" "$took_"
+		out_+=("$took_")
+	fi
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+
+# The daemon's CPU seconds so far and its peak RSS in KiB.
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+hwm_of() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+
+clear_store() { find "$store_dir" -maxdepth 1 -type f -delete; }
+
+upload_wait() { "$tusfs" wait "$1" --timeout 600 >/dev/null; }
+
+# --- Peers ------------------------------------------------------------------
+
+# curl_loop ENDPOINT FILE: POST, then one curl per 50 MiB PATCH.
+curl_loop() {
+	local size loc off=0 len
+	size=$(stat -c %s "$2")
+	loc=$(create "$1" "$size" "$2")
+	while [ "$off" -lt "$size" ]; do
+		len=$((size - off < CHUNK ? size - off : CHUNK))
+		dd if="$2" bs=1M iflag=skip_bytes,count_bytes skip="$off" \
+			count="$len" status=none |
+			patch "$loc" "$off" -H "Content-Length: $len" \
+				-H 'Transfer-Encoding:' -T -
+		off=$((off + len))
+	done
+}
+
+# curl_once ENDPOINT FILE: POST, then the whole file in one PATCH.
+curl_once() {
+	local loc
+	loc=$(create "$1" "$(stat -c %s "$2")" "$2")
+	patch "$loc" 0 -T "$2"
+}
+
+create() { # ENDPOINT SIZE FILE: prints the upload URL
+	curl -sSf -D - -o /dev/null -X POST -H 'Tus-Resumable: 1.0.0' \
+		-H "Upload-Length: $2" \
+		-H "Upload-Metadata: filename $(basename "$3" | base64 -w0)" "$1" |
+		tr -d '\r' | sed -n 's/^[Ll]ocation: //p'
+}
+
+patch() { # URL OFFSET CURL-ARGS...
+	local url=$1 off=$2
+	shift 2
+	curl -sSf -o /dev/null -X PATCH -H 'Tus-Resumable: 1.0.0' -H 'Expect:' \
+		-H "Upload-Offset: $off" \
+		-H 'Content-Type: application/offset+octet-stream' "$@" "$url"
+}
+
+tusjs() { # ENDPOINT PARALLEL FILE...
+	local url=$1 par=$2
+	shift 2
+	node bench/tusjs.mjs "$url" "$CHUNK" "$par" "$@"
+}
+
+# --- Data -------------------------------------------------------------------
+
+echo "bench: writing test data to $work"
+data=$work/data
+mkdir -p "$data/many"
+large=$data/large.wav
+[ -s "$large" ] || head -c $((2 * GiB)) /dev/urandom >"$large"
+large_size=$(stat -c %s "$large")
+if [ ! -s "$data/many/memo1000.wav" ]; then
+	for i in $(seq 1000); do
+		head -c $((200 * 1024)) /dev/urandom >"$data/many/memo$i.wav"
+	done
+fi
+mnt=$work/mnt
+
+rows=()
+row() { # SCENARIO TUSFS PEER RATIO TARGET VERDICT
+	rows+=("$(printf '%-34s %12s %26s %6s %7s  %s' "$@")")
+}
+verdict() { # VALUE OP LIMIT
+	if [ "$(calc "($1 $2 $3)")" -eq 1 ]; then echo met; else echo MISSED; fi
+}
+fmt() { printf "$1" "$(calc "$2")"; }
+mbps() { fmt '%.0f MiB/s' "$1 / $2 / $MiB"; }
+secs() { fmt '%.2f s' "$1"; }
+
+# rounds BODY: runs function BODY for the warm-up and each measured run.
+rounds() {
+	for round in $(seq 0 "$runs"); do
+		"$1"
+	done
+	round=1
+}
+
+# --- Scenarios --------------------------------------------------------------
+
+copy_large() { cp "$large" "$mnt/" && upload_wait "$mnt"; }
+
+large_round() {
+	timed a copy_large
+	if [ "$round" -eq 0 ]; then # once: the bytes stored are the file's
+		cmp "$large" "$(find "$store_dir" -maxdepth 1 -type f -size +1G)"
+	fi
+	rm "$mnt/large.wav"
+	clear_store
+	timed b_curl curl_loop "$store_url" "$large"
+	clear_store
+	timed b_js tusjs "$store_url" 1 "$large"
+	clear_store
+}
+scenario_large() {
+	echo "bench: large file (2 GiB, stored)"
+	mount_tusfs "$store_url" "$mnt"
+	a=() b_curl=() b_js=()
+	cpu0=$(cpu_of "$daemon")
+	rounds large_round
+	large_cpu=$(calc "($(cpu_of "$daemon") - $cpu0) / (($runs + 1) * $large_size / $GiB)")
+	large_hwm=$(hwm_of "$daemon")
+	unmount "$mnt"
+	ta=$(median "${a[@]}") tc=$(median "${b_curl[@]}") tj=$(median "${b_js[@]}")
+	ratio=$(calc "$ta / ($tc < $tj ? $tc : $tj)")
+	row "large file 2 GiB: cp + wait" "$(secs "$ta")" "curl loop $(secs "$tc")" "" "" ""
+	row "" "" "tus-js-client $(secs "$tj")" "$(fmt %.2f "$ratio")" "<= 1.0" \
+		"$(verdict "$ratio" '<=' 1.0)"
+}
+
+write_round() {
+	timed a dd if=/dev/zero of="$mnt/dd.wav" bs=1M count=4096 status=none
+	upload_wait "$mnt"
+	rm "$mnt/dd.wav"
+	timed b dd if=/dev/zero of="$pll/dd.wav" bs=1M count=4096 status=none
+	rm "$pll/dd.wav"
+}
+scenario_write() {
+	echo "bench: write path (dd 4 GiB, discarded)"
+	mount_tusfs "$discard_url" "$mnt"
+	pll=$work/pll
+	mkdir -p "$pll" "$pll.src"
+	"$passthrough" -o "source=$pll.src" "$pll"
+	mounts+=("$pll")
+	a=() b=()
+	rounds write_round
+	fusermount3 -u "$pll"
+	unmount "$mnt"
+	ta=$(median "${a[@]}") tb=$(median "${b[@]}")
+	ratio=$(calc "$tb / $ta")
+	row "write path: dd bs=1M 4 GiB" "$(mbps $((4 * GiB)) "$ta")" \
+		"passthrough_ll $(mbps $((4 * GiB)) "$tb")" "$(fmt %.2f "$ratio")" \
+		">= 0.9" "$(verdict "$ratio" '>=' 0.9)"
+}
+
+wire_round() {
+	timed a copy_large
+	rm "$mnt/large.wav"
+	timed b curl_once "$discard_url" "$large"
+}
+scenario_wire() {
+	echo "bench: against the wire (2 GiB, discarded)"
+	mount_tusfs "$discard_url" "$mnt"
+	a=() b=()
+	rounds wire_round
+	unmount "$mnt"
+	ta=$(median "${a[@]}") tb=$(median "${b[@]}")
+	ratio=$(calc "$tb / $ta")
+	row "wire: cp + wait 2 GiB" "$(mbps "$large_size" "$ta")" \
+		"curl -T $(mbps "$large_size" "$tb")" "$(fmt %.2f "$ratio")" \
+		">= 0.5" "$(verdict "$ratio" '>=' 0.5)"
+}
+
+copy_many() { cp -r "$data/many" "$mnt/" && upload_wait "$mnt"; }
+many_round() {
+	timed a copy_many
+	rm -rf "$mnt/many"
+	clear_store
+	timed b_seq tusjs "$store_url" 1 "$data"/many/*
+	clear_store
+	timed b_par tusjs "$store_url" 4 "$data"/many/*
+	clear_store
+}
+scenario_many() {
+	echo "bench: many files (1000 x 200 KiB, stored)"
+	mount_tusfs "$store_url" "$mnt"
+	a=() b_seq=() b_par=()
+	rounds many_round
+	unmount "$mnt"
+	ta=$(median "${a[@]}") ts=$(median "${b_seq[@]}") tp=$(median "${b_par[@]}")
+	ratio=$(calc "$ta / $ts")
+	row "many files: cp -r + wait" "$(secs "$ta")" "tus-js-client 1 $(secs "$ts")" \
+		"$(fmt %.2f "$ratio")" "<= 0.5" "$(verdict "$ratio" '<=' 0.5)"
+	row "" "" "tus-js-client 4 $(secs "$tp")" "$(fmt %.2f "$ta / $tp")" "" ""
+}
+
+# memory SIZE: 4 files of SIZE bytes copied at once (4 uploads in flight)
+# into a fresh daemon; sets hwm (KiB) and cpu (s per GiB).
+memory() {
+	local f=$data/mem.wav cps=() i
+	if [ "$1" -le "$large_size" ]; then
+		head -c "$1" "$large" >"$f"
+	else
+		cat "$large" "$large" | head -c "$1" >"$f"
+	fi
+	mount_tusfs "$discard_url" "$mnt"
+	cpu0=$(cpu_of "$daemon")
+	for i in 1 2 3 4; do
+		cp "$f" "$mnt/mem$i.wav" &
+		cps+=($!)
+	done
+	wait "${cps[@]}"
+	upload_wait "$mnt"
+	cpu=$(calc "($(cpu_of "$daemon") - $cpu0) / (4 * $1 / $GiB)")
+	hwm=$(hwm_of "$daemon")
+	unmount "$mnt"
+	rm -f "$f"
+}
+scenario_memory() {
+	echo "bench: memory and CPU (4 files at once, 1 GiB and 4 GiB each)"
+	memory "$GiB"
+	hwm1=$hwm cpu1=$cpu
+	memory $((4 * GiB))
+	hwm4=$hwm cpu4=$cpu
+	grow=$(calc "$hwm4 / $hwm1")
+	if [ -n "${large_hwm:-}" ]; then
+		row "peak RSS, 2 GiB file" "$((large_hwm / 1024)) MiB" "" "" \
+			"<= 32" "$(verdict "$large_hwm" '<=' $((32 * 1024)))"
+	fi
+	row "peak RSS, 4 x 1 GiB at once" "$((hwm1 / 1024)) MiB" "" "" "<= 32" \
+		"$(verdict "$hwm1" '<=' $((32 * 1024)))"
+	row "peak RSS, 4 x 4 GiB at once" "$((hwm4 / 1024)) MiB" "against 4 x 1 GiB" \
+		"$(fmt %.2f "$grow")" "<= 1.10" "$(verdict "$grow" '<=' 1.10)"
+	for c in ${large_cpu:+"2 GiB file:$large_cpu"} "4 x 1 GiB:$cpu1" \
+		"4 x 4 GiB:$cpu4"; do
+		row "CPU per GiB, ${c%%:*}" "$(fmt '%.2f s' "${c#*:}")" "" "" \
+			"<= 1.0" "$(verdict "${c#*:}" '<=' 1.0)"
+	done
+}
+
+# --- Scale ------------------------------------------------------------------
+
+scale_rows=()
+scale_row() { scale_rows+=("$(printf '%-28s %10s %14s' "$@")"); }
+
+# One run per point, stored: how time grows with each dimension alone.
+scenario_scale() {
+	local mib count n
+	echo "bench: scale (one run each, stored)"
+	mount_tusfs "$store_url" "$mnt"
+	for mib in 64 512 2048; do
+		head -c $((mib * MiB)) "$large" >"$data/size.wav"
+		t=()
+		timed t eval 'cp "$data/size.wav" "$mnt/" && upload_wait "$mnt"'
+		scale_row "file size $mib MiB" "$(secs "${t[0]}")" \
+			"$(fmt '%.2f s/GiB' "${t[0]} * 1024 / $mib")"
+		rm "$mnt/size.wav" "$data/size.wav"
+		clear_store
+	done
+	for count in 100 300 1000; do
+		mkdir -p "$mnt/count$count"
+		t=()
+		timed t eval 'cp $(ls -d "$data"/many/* | head -n "$count") \
+			"$mnt/count$count/" && upload_wait "$mnt"'
+		scale_row "file count $count" "$(secs "${t[0]}")" \
+			"$(fmt '%.2f ms/file' "${t[0]} * 1000 / $count")"
+		rm -rf "$mnt/count$count"
+		clear_store
+	done
+	unmount "$mnt"
+	for n in 1 2 4 8; do
+		mount_tusfs "$store_url" "$mnt" -o "max_uploads=$n"
+		t=()
+		timed t copy_many
+		scale_row "max_uploads=$n, 1000 files" "$(secs "${t[0]}")" \
+			"$(fmt '%.2f ms/file' "${t[0]}")"
+		rm -rf "$mnt/many"
+		unmount "$mnt"
+		clear_store
+	done
+}
+
+round=1
+for s in $scenarios; do
+	"scenario_$s"
+done
+
+echo
+printf '%-34s %12s %26s %6s %7s\n' scenario tusfs peer ratio target
+printf '%s\n' "${rows[@]}"
+if [ "${#scale_rows[@]}" -gt 0 ]; then
+	echo
+	printf '%-28s %10s %14s\n' scale time cost
+	printf '%s\n' "${scale_rows[@]}"
+fi

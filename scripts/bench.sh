@@ -86,6 +86,8 @@ backend() {
 }
 backend store
 backend discard --store discard
+# shellcheck disable=SC2154 # set by backend()
+: "$store_url" "$store_dir" "$discard_url"
 
 # mount ENDPOINT MOUNTPOINT [tusfs options]: a fresh daemon in the
 # foreground (so its PID is ours to read); sets daemon.
@@ -213,6 +215,7 @@ row() { # SCENARIO TUSFS PEER RATIO TARGET VERDICT
 verdict() { # VALUE OP LIMIT
 	if [ "$(calc "($1 $2 $3)")" -eq 1 ]; then echo met; else echo MISSED; fi
 }
+# shellcheck disable=SC2059 # the format is ours
 fmt() { printf "$1" "$(calc "$2")"; }
 mbps() { fmt '%.0f MiB/s' "$1 / $2 / $MiB"; }
 secs() { fmt '%.2f s' "$1"; }
@@ -257,12 +260,19 @@ scenario_large() {
 		"$(verdict "$ratio" '<=' 1.0)"
 }
 
+dd_into() { dd if=/dev/zero of="$1" bs=1M count=4096 status=none; }
+dd_tusfs() { dd_into "$mnt/dd.wav"; }
+# A temporary name (-o temp_names): the same writes with no upload beside.
+dd_held() { dd_into "$mnt/dd.wav.part"; }
+dd_passthrough() { dd_into "$pll/dd.wav"; }
 write_round() {
-	timed a dd if=/dev/zero of="$mnt/dd.wav" bs=1M count=4096 status=none
+	timed a dd_tusfs
 	upload_wait "$mnt"
 	rm "$mnt/dd.wav"
-	timed b dd if=/dev/zero of="$pll/dd.wav" bs=1M count=4096 status=none
+	timed b dd_passthrough
 	rm "$pll/dd.wav"
+	timed c dd_held
+	rm "$mnt/dd.wav.part"
 }
 scenario_write() {
 	echo "bench: write path (dd 4 GiB, discarded)"
@@ -271,7 +281,7 @@ scenario_write() {
 	mkdir -p "$pll" "$pll.src"
 	"$passthrough" -o "source=$pll.src" "$pll"
 	mounts+=("$pll")
-	a=() b=()
+	a=() b=() c=()
 	rounds write_round
 	fusermount3 -u "$pll"
 	unmount "$mnt"
@@ -280,6 +290,9 @@ scenario_write() {
 	row "write path: dd bs=1M 4 GiB" "$(mbps $((4 * GiB)) "$ta")" \
 		"passthrough_ll $(mbps $((4 * GiB)) "$tb")" "$(fmt %.2f "$ratio")" \
 		">= 0.9" "$(verdict "$ratio" '>=' 0.9)"
+	tc=$(median "${c[@]}")
+	row "  the same, upload held" "$(mbps $((4 * GiB)) "$tc")" "(no upload beside)" \
+		"$(fmt %.2f "$tb / $tc")" "" ""
 }
 
 wire_round() {
@@ -372,6 +385,13 @@ scenario_memory() {
 scale_rows=()
 scale_row() { scale_rows+=("$(printf '%-28s %10s %14s' "$@")"); }
 
+copy_size() { cp "$data/size.wav" "$mnt/" && upload_wait "$mnt"; }
+copy_count() { # N: the first N small files
+	# shellcheck disable=SC2046,SC2012 # memo1.wav...: plain names
+	cp $(ls -d "$data"/many/* | head -n "$1") "$mnt/count$1/" &&
+		upload_wait "$mnt"
+}
+
 # One run per point, stored: how time grows with each dimension alone.
 scenario_scale() {
 	local mib count n
@@ -380,7 +400,7 @@ scenario_scale() {
 	for mib in 64 512 2048; do
 		head -c $((mib * MiB)) "$large" >"$data/size.wav"
 		t=()
-		timed t eval 'cp "$data/size.wav" "$mnt/" && upload_wait "$mnt"'
+		timed t copy_size
 		scale_row "file size $mib MiB" "$(secs "${t[0]}")" \
 			"$(fmt '%.2f s/GiB' "${t[0]} * 1024 / $mib")"
 		rm "$mnt/size.wav" "$data/size.wav"
@@ -389,8 +409,7 @@ scenario_scale() {
 	for count in 100 300 1000; do
 		mkdir -p "$mnt/count$count"
 		t=()
-		timed t eval 'cp $(ls -d "$data"/many/* | head -n "$count") \
-			"$mnt/count$count/" && upload_wait "$mnt"'
+		timed t copy_count "$count"
 		scale_row "file count $count" "$(secs "${t[0]}")" \
 			"$(fmt '%.2f ms/file' "${t[0]} * 1000 / $count")"
 		rm -rf "$mnt/count$count"

@@ -750,17 +750,20 @@ static int before_write(struct tusfs *t, struct node *n, uint64_t off,
  * that set content_gen to gen, or drops it. The write continues the
  * stream when nothing else changed the spool since the stream's last
  * write and it starts where the stream ends; a write at 0 that covers
- * all of the file starts a new one. Writes racing each other change
- * content_gen twice, so they end the stream. Lock held.
+ * all of the file starts a new one, if no other write was between its
+ * locked sections meanwhile (its bytes may land after these). Writes
+ * racing each other change content_gen twice, so they end the stream.
+ * Lock held.
  */
 static void stream_write(struct node *n, const char *buf, uint64_t off,
-			 size_t len, uint64_t gen)
+			 size_t len, uint64_t gen, bool alone)
 {
 	struct upload *up = &n->up;
 	bool next = up->stream && up->stream_gen + 1 == gen &&
 		    spool_stream_len(up->stream) == off;
 
-	if (up->content_gen == gen && !next && off == 0 && n->size <= len) {
+	if (up->content_gen == gen && !next && alone && off == 0 &&
+	    n->size <= len) {
 		spool_stream_free(up->stream);
 		up->stream = spool_stream_new();
 		next = up->stream != NULL;
@@ -782,6 +785,7 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	struct node *n = h->n;
 	uint64_t end = (uint64_t)off + size;
 	uint64_t gen;
+	bool alone;
 	int rc;
 
 	(void)path;
@@ -794,14 +798,18 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	catalog_lock(t->cat);
 	rc = before_write(t, n, (uint64_t)off, end);
 	gen = n->up.content_gen;
+	alone = n->up.writing++ == 0;
 	catalog_unlock(t->cat);
 	if (rc == 0)
 		rc = spool_pwrite(h->fd, buf, size, off);
-	if (rc < 0)
-		return rc;
 
 	catalog_lock(t->cat);
-	stream_write(n, buf, (uint64_t)off, size, gen);
+	n->up.writing--;
+	if (rc < 0) {
+		catalog_unlock(t->cat);
+		return rc;
+	}
+	stream_write(n, buf, (uint64_t)off, size, gen, alone);
 	/* A worker may have sent these bytes while the lock was dropped. */
 	if ((uint64_t)off < n->up.sent_mark && !n->up.restart) {
 		n->up.restart = true;

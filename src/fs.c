@@ -746,35 +746,41 @@ static int before_write(struct tusfs *t, struct node *n, uint64_t off,
 }
 
 /*
- * Keeps n's running fingerprint in step with a write of [off, off + len)
- * that set content_gen to gen, or drops it. The write continues the
- * stream when nothing else changed the spool since the stream's last
- * write and it starts where the stream ends; a write at 0 that covers
- * all of the file starts a new one, if no other write was between its
- * locked sections meanwhile (its bytes may land after these). Writes
- * racing each other change content_gen twice, so they end the stream.
- * Lock held.
+ * Hands n's running fingerprint to a write of [off, off + len) that has
+ * just set content_gen, or drops it. The write continues the stream when
+ * nothing else changed the spool since the stream's last write (another
+ * write in flight would have) and it starts where the stream ends; a
+ * write at 0 that covers all of the file, with no other write in flight,
+ * starts a new one. The write hashes its bytes outside the lock, then
+ * gives the stream back with stream_put(). Lock held.
  */
-static void stream_write(struct node *n, const char *buf, uint64_t off,
-			 size_t len, uint64_t gen, bool alone)
+static struct spool_stream *stream_take(struct node *n, uint64_t off,
+					size_t len)
 {
 	struct upload *up = &n->up;
-	bool next = up->stream && up->stream_gen + 1 == gen &&
-		    spool_stream_len(up->stream) == off;
+	struct spool_stream *s = up->stream;
 
-	if (up->content_gen == gen && !next && alone && off == 0 &&
-	    n->size <= len) {
-		spool_stream_free(up->stream);
-		up->stream = spool_stream_new();
-		next = up->stream != NULL;
-	}
-	if (up->content_gen == gen && next &&
-	    spool_stream_feed(up->stream, buf, len) == 0) {
-		up->stream_gen = gen;
-		return;
-	}
-	spool_stream_free(up->stream);
 	up->stream = NULL;
+	if (s && up->stream_gen + 1 == up->content_gen &&
+	    spool_stream_len(s) == off)
+		return s;
+	spool_stream_free(s);
+	return up->writing == 0 && off == 0 && n->size <= len
+		   ? spool_stream_new()
+		   : NULL;
+}
+
+/* Gives s back once its write, which set content_gen to gen, fed it;
+ * anything that changed the spool since spoils it. Lock held. */
+static void stream_put(struct node *n, struct spool_stream *s, uint64_t gen,
+		       bool fed)
+{
+	if (fed && n->up.content_gen == gen) {
+		n->up.stream = s;
+		n->up.stream_gen = gen;
+	} else {
+		spool_stream_free(s);
+	}
 }
 
 static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
@@ -784,8 +790,9 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	struct handle *h = handle_of(fi);
 	struct node *n = h->n;
 	uint64_t end = (uint64_t)off + size;
+	struct spool_stream *stream = NULL;
 	uint64_t gen;
-	bool alone;
+	bool fed;
 	int rc;
 
 	(void)path;
@@ -798,18 +805,21 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 	catalog_lock(t->cat);
 	rc = before_write(t, n, (uint64_t)off, end);
 	gen = n->up.content_gen;
-	alone = n->up.writing++ == 0;
+	if (rc == 0)
+		stream = stream_take(n, (uint64_t)off, size);
+	n->up.writing++;
 	catalog_unlock(t->cat);
 	if (rc == 0)
 		rc = spool_pwrite(h->fd, buf, size, off);
+	fed = rc == 0 && stream && spool_stream_feed(stream, buf, size) == 0;
 
 	catalog_lock(t->cat);
 	n->up.writing--;
+	stream_put(n, stream, gen, fed);
 	if (rc < 0) {
 		catalog_unlock(t->cat);
 		return rc;
 	}
-	stream_write(n, buf, (uint64_t)off, size, gen, alone);
 	/* A worker may have sent these bytes while the lock was dropped. */
 	if ((uint64_t)off < n->up.sent_mark && !n->up.restart) {
 		n->up.restart = true;

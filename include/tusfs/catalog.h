@@ -125,8 +125,9 @@ struct upload {
 	 * fed. NULL otherwise (the worker then reads the spool). */
 	struct spool_stream *stream;
 	uint64_t stream_gen;
-	/* Writes between their two locked sections (fs.c): only a write
-	 * that had none beside it may start a stream. */
+	/* Writes between their two locked sections (fs.c), which hash
+	 * outside the lock: only a write with none beside it may start a
+	 * stream. */
 	unsigned writing;
 	/* The URL is in the journal on disk, so PATCHes may go. */
 	bool url_durable;

@@ -165,11 +165,13 @@ struct node {
 	struct upload up;
 	struct transcription tr;
 	/* Journal bookkeeping: the latest change's number, the result of the
-	 * last write, and the dirty list link. */
+	 * last write, the dirty list link, and which copy in the record file
+	 * is the latest (0: no record file yet; else 1 + its slot). */
 	uint64_t jseq;
 	int jerr;
 	bool jdirty;
 	struct node *jnext;
+	unsigned char jcopy;
 };
 
 struct catalog;

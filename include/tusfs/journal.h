@@ -1,8 +1,10 @@
 /*
  * The journal: crash-safe persistence of the catalog. Each node has one
- * record file, STATE/journal/<ino>, replaced atomically (write a temporary,
- * fdatasync, rename, fsync the directory) and checksummed with xxh3, so a
- * torn or damaged record is detected and never trusted.
+ * record file, STATE/journal/<ino>, holding two checksummed (xxh3) copies
+ * of its record. The first is created atomically (write a temporary,
+ * fdatasync, rename, fsync the directory); later changes overwrite the
+ * older copy in place and fdatasync it, so the latest durable copy is never
+ * the one being written and a torn write costs only that change.
  *
  * Changes are marked under the catalog lock and written by one journal
  * thread, which batches whatever is dirty; callers that promise durability
@@ -45,6 +47,8 @@ struct journal_entry {
 	struct timespec tr_since, tr_done;
 	uint64_t tr_sizes[4];
 	char *tr_error;
+	/* Not part of the record: where the load found it (1 + its slot). */
+	unsigned char copy;
 };
 
 /* Inode numbers above this are refused (the counter must not wrap). */

@@ -182,8 +182,13 @@ first_patch_offset_after() {
 	ib=$(stat -c %i "$MNT/b.wav")
 	tusfs_unmount
 	[ "$DAEMON_STATUS" -eq 0 ]
-	# A flipped byte in one record, a torn (truncated) other.
-	printf 'X' | dd of="$STATE/journal/$ia" bs=1 seek=40 conv=notrunc status=none
+	# A flipped byte in both copies of one record (the second copy, if
+	# any, starts at 64 KiB), a torn (truncated) other.
+	local at
+	for at in 40 $((65536 + 40)); do
+		printf 'X' | dd of="$STATE/journal/$ia" bs=1 seek=$at \
+			conv=notrunc status=none
+	done
 	truncate -s 25 "$STATE/journal/$ib"
 
 	backend_start --port "$PORT"

@@ -1,7 +1,8 @@
 /*
  * The journal: record round trips, refusal of every torn or flipped byte,
- * and a full save/load cycle through the writer thread, with a damaged
- * record, an orphaned entry and stray spool files.
+ * a full save/load cycle through the writer thread, with a damaged record,
+ * an orphaned entry and stray spool files, and the two copies a record file
+ * keeps so that a write cut short falls back to the change before it.
  */
 #include "tusfs_setup.h"
 #include "harness.h"
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -314,22 +316,23 @@ static uint64_t save_file(const char *dir, enum upload_state state,
 	return ino;
 }
 
-/* Loads dir and returns /f.wav's upload state, size and restart flag. */
-static int load_file(const char *dir, struct node *copy)
+/* Loads dir and returns /f.wav's size and upload state, and the stats. */
+static int load_file(const char *dir, struct node *copy,
+		     struct journal_stats *st)
 {
 	uint64_t max_id;
 	struct spool *sp = spool_open_dir(dir, &max_id, &(int){0});
 	struct catalog *cat = catalog_create(0, 0, max_id + 1, NULL, NULL);
 	struct journal *j = journal_open(dir, cat, &(int){0});
-	struct journal_stats st;
 	struct node *n;
-	int rc = journal_load(j, sp, &st);
+	int rc = journal_load(j, sp, st);
 
 	catalog_lock(cat);
 	if (rc == 0)
 		rc = catalog_lookup(cat, "/f.wav", &n);
 	if (rc == 0) {
 		copy->size = n->size;
+		copy->up.offset = n->up.offset;
 		copy->up.state = n->up.state;
 		copy->up.restart = n->up.restart;
 		copy->up.new_generation = n->up.new_generation;
@@ -344,13 +347,14 @@ static int load_file(const char *dir, struct node *copy)
 TEST(spool_wins_over_a_lagging_journal)
 {
 	char dir[] = "/tmp/tusfs-journal-XXXXXX", cmd[64];
+	struct journal_stats st;
 	struct node n;
 
 	ASSERT(mkdtemp(dir) != NULL);
 	/* "empty" in the journal, bytes in the spool: an append the crash
 	 * kept from the journal. The bytes are uploaded. */
 	ASSERT(save_file(dir, UPLOAD_EMPTY, 0, 0, "hello world") != 0);
-	ASSERT_EQ(load_file(dir, &n), 0);
+	ASSERT_EQ(load_file(dir, &n, &st), 0);
 	ASSERT_EQ(n.up.state, UPLOAD_QUEUED);
 	ASSERT_EQ(n.size, 11);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -359,7 +363,7 @@ TEST(spool_wins_over_a_lagging_journal)
 	/* "uploaded" with a spool of another size: an O_TRUNC rewrite. */
 	ASSERT(mkdtemp(strcpy(dir, "/tmp/tusfs-journal-XXXXXX")) != NULL);
 	ASSERT(save_file(dir, UPLOAD_UPLOADED, 20, 20, "new") != 0);
-	ASSERT_EQ(load_file(dir, &n), 0);
+	ASSERT_EQ(load_file(dir, &n, &st), 0);
 	ASSERT_EQ(n.up.state, UPLOAD_QUEUED);
 	ASSERT(n.up.restart && n.up.new_generation);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -368,9 +372,94 @@ TEST(spool_wins_over_a_lagging_journal)
 	/* The server holds more than the spool: a truncation. Start over. */
 	ASSERT(mkdtemp(strcpy(dir, "/tmp/tusfs-journal-XXXXXX")) != NULL);
 	ASSERT(save_file(dir, UPLOAD_UPLOADING, 20, 10, "short") != 0);
-	ASSERT_EQ(load_file(dir, &n), 0);
+	ASSERT_EQ(load_file(dir, &n, &st), 0);
 	ASSERT(n.up.restart);
 	ASSERT_EQ(n.size, 5);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	ASSERT_EQ(system(cmd), 0);
+}
+
+/* The record file's inode number and size. */
+static void stat_record(const char *dir, uint64_t ino, struct stat *st)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/journal/%llu", dir,
+		 (unsigned long long)ino);
+	if (stat(path, st) < 0)
+		memset(st, 0, sizeof(*st));
+}
+
+/* Flips one byte of the record file of ino at off. */
+static void flip(const char *dir, uint64_t ino, off_t off)
+{
+	char path[128], c = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/journal/%llu", dir,
+		 (unsigned long long)ino);
+	fd = open(path, O_RDWR);
+	if (fd >= 0 && pread(fd, &c, 1, off) == 1) {
+		c = (char)~c;
+		if (pwrite(fd, &c, 1, off) != 1)
+			perror("pwrite");
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+TEST(changes_alternate_between_two_copies_in_place)
+{
+	char dir[] = "/tmp/tusfs-journal-XXXXXX", cmd[64];
+	struct catalog *cat = catalog_create(0, 0, 2, NULL, NULL);
+	struct journal_stats st;
+	struct stat first, later;
+	struct journal *j;
+	struct node *n, out;
+	uint64_t ino;
+
+	ASSERT(mkdtemp(dir) != NULL);
+	j = journal_open(dir, cat, &(int){0});
+	ASSERT(j != NULL);
+	ASSERT_EQ(journal_start(j), 0);
+	catalog_lock(cat);
+	ASSERT_EQ(catalog_add(cat, catalog_root(cat), "f.wav", S_IFREG | 0600,
+			      0, 0, &n),
+		  0);
+	ino = n->ino;
+	n->up.state = UPLOAD_UPLOADING;
+	n->up.url = strdup("http://h/u/9");
+	/* Offsets 1, 2 and 3: copy 0, copy 1, copy 0 again. */
+	n->up.offset = 1;
+	ASSERT_EQ(journal_sync(j, n), 0);
+	stat_record(dir, ino, &first);
+	ASSERT(first.st_size > 0 && first.st_size < JOURNAL_MAX_RECORD);
+	n->up.offset = 2;
+	ASSERT_EQ(journal_sync(j, n), 0);
+	n->up.offset = 3;
+	ASSERT_EQ(journal_sync(j, n), 0);
+	catalog_unlock(cat);
+	journal_stop(j);
+	journal_free(j);
+	catalog_free(cat);
+	/* Rewritten in place: the same file, now holding both copies. */
+	stat_record(dir, ino, &later);
+	ASSERT_EQ(later.st_ino, first.st_ino);
+	ASSERT(later.st_size > JOURNAL_MAX_RECORD);
+
+	ASSERT_EQ(load_file(dir, &out, &st), 0);
+	ASSERT_EQ(out.up.offset, 3);
+	ASSERT_EQ(st.damaged, 0);
+	/* The latest copy cut short: the change before it holds. */
+	flip(dir, ino, 30);
+	ASSERT_EQ(load_file(dir, &out, &st), 0);
+	ASSERT_EQ(out.up.offset, 2);
+	ASSERT_EQ(st.restored, 1);
+	ASSERT_EQ(st.damaged, 0);
+	/* Both copies bad: the record is damaged, not half trusted. */
+	flip(dir, ino, JOURNAL_MAX_RECORD + 30);
+	ASSERT_EQ(load_file(dir, &out, &st), -ENOENT);
+	ASSERT_EQ(st.damaged, 1);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	ASSERT_EQ(system(cmd), 0);
 }

@@ -40,7 +40,9 @@ static const struct fuse_opt opt_spec[] = {
     OPT("transcripts=%s", transcripts_opt),
     OPT("task_timeout=%s", task_timeout_opt),
     OPT("temp_names=%s", temp_names),
+    OPT("cafile=%s", cafile),
     {"delete_remote", offsetof(struct config, delete_remote), 1},
+    {"insecure", offsetof(struct config, insecure), 1},
     FUSE_OPT_END,
 };
 
@@ -252,6 +254,17 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 	return parse_task_options(cfg);
 }
 
+/* A token goes into a header line: no control characters, not empty. */
+static bool token_ok(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	return true;
+}
+
 /* Reads the token from path, refusing a file others can read. */
 static int read_token(const char *path, char **out)
 {
@@ -290,8 +303,10 @@ static int read_token(const char *path, char **out)
 	while (n > 0 && isspace((unsigned char)buf[n - 1]))
 		n--;
 	buf[n] = '\0';
-	if (n == 0 || strpbrk(buf, "\r\n")) {
-		complain("auth_file '%s' must hold one non-empty line", path);
+	if (!token_ok(buf)) {
+		complain("auth_file '%s' must hold one non-empty line without "
+			 "control characters",
+			 path);
 		rc = -EINVAL;
 		goto out;
 	}
@@ -358,12 +373,20 @@ int config_finish(struct config *cfg, const char *mountpoint)
 			 cfg->endpoint);
 		return -EINVAL;
 	}
+	if (cfg->cafile && access(cfg->cafile, R_OK) < 0) {
+		complain("cafile '%s': %s", cfg->cafile, strerror(errno));
+		return -EINVAL;
+	}
 	if (cfg->auth_file) {
 		int rc = read_token(cfg->auth_file, &cfg->token);
 
 		if (rc < 0)
 			return rc;
 	} else if ((env = getenv("TUSFS_TOKEN")) && *env) {
+		if (!token_ok(env)) {
+			complain("TUSFS_TOKEN holds a control character");
+			return -EINVAL;
+		}
 		cfg->token = strdup(env);
 		if (!cfg->token)
 			return -ENOMEM;
@@ -394,6 +417,7 @@ void config_clear(struct config *cfg)
 	free(cfg->transcripts_opt);
 	free(cfg->task_timeout_opt);
 	free(cfg->temp_names);
+	free(cfg->cafile);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -444,6 +468,11 @@ void config_print_help(void)
 	    "                           empty: none)\n"
 	    "    -o delete_remote       unlinking an uploaded file also\n"
 	    "                           deletes its transcription task\n"
+	    "    -o cafile=FILE         PEM bundle of the CAs trusted for an\n"
+	    "                           https endpoint (default: the "
+	    "system's)\n"
+	    "    -o insecure            do not verify the server's TLS\n"
+	    "                           certificate (logged; tests only)\n"
 	    "    -V, --version          print versions and exit\n"
 	    "\n"
 	    "tusfs wait blocks until every upload on the mount is confirmed\n"

@@ -52,6 +52,7 @@ struct xfer {
 	curl_off_t last_ul, last_dl;
 	struct timespec last_move;
 	bool stalled;
+	size_t drained; /* body bytes seen, for HTTP_MAX_DRAIN */
 };
 
 void http_response_clear(struct http_response *resp)
@@ -192,8 +193,13 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 		x->body_too_big = rc == -E2BIG;
 		return rc < 0 ? 0 : n;
 	}
-	/* Past the cap the rest is read and dropped, not treated as an error.
-	 */
+	/* Past the cap the rest is read and dropped, not treated as an error,
+	 * up to HTTP_MAX_DRAIN. */
+	x->drained += n;
+	if (x->drained > HTTP_MAX_DRAIN) {
+		x->body_too_big = true;
+		return 0;
+	}
 	if (room > 0 && append(&resp->body, &resp->body_len, &x->body_cap, data,
 			       n < room ? n : room, max) < 0)
 		return 0;
@@ -391,6 +397,8 @@ static int curl_perform(struct http *h, const struct http_request *req,
 	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, hc->connect_timeout_s);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, (long)HTTP_LOW_SPEED);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, hc->stall_timeout_s);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, &x);
@@ -423,7 +431,13 @@ static int curl_perform(struct http *h, const struct http_request *req,
 				 hc->stall_timeout_s);
 		else if (x.body_too_big)
 			snprintf(resp->error, sizeof(resp->error),
-				 "answer larger than %zu bytes", req->max_body);
+				 "answer larger than %zu bytes",
+				 req->max_body ? req->max_body
+					       : (size_t)HTTP_MAX_DRAIN);
+		else if (x.headers_too_big)
+			snprintf(resp->error, sizeof(resp->error),
+				 "answer headers larger than %d bytes",
+				 HTTP_MAX_HEADERS);
 		else
 			snprintf(resp->error, sizeof(resp->error), "%s",
 				 errbuf[0] ? errbuf : curl_easy_strerror(code));

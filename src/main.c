@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse.h>
 #include <fuse_lowlevel.h>
 #include <stdio.h>
@@ -106,12 +107,18 @@ static void save_server(const char *state_dir, const struct tus_server *srv)
 {
 	char path[4096], tmp[4100];
 	FILE *f;
+	int fd;
 
 	snprintf(path, sizeof(path), "%s/server", state_dir);
 	snprintf(tmp, sizeof(tmp), "%s.new", path);
-	f = fopen(tmp, "we");
-	if (!f)
+	/* 0600 whatever the umask, like everything in the state directory. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	f = fd < 0 ? NULL : fdopen(fd, "w");
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
 		return;
+	}
 	fprintf(f, "tus extensions=%u max_size=%llu\n", srv->extensions,
 		(unsigned long long)srv->max_size);
 	if (fclose(f) == 0)
@@ -140,6 +147,8 @@ static int run(struct config *cfg, struct fuse_args *args,
 {
 	struct http_curl_config hc = {
 	    .token = cfg->token,
+	    .cafile = cfg->cafile,
+	    .insecure = cfg->insecure,
 	    .connect_timeout_s = CONNECT_TIMEOUT_S,
 	    .stall_timeout_s = cfg->stall_timeout_s,
 	};
@@ -172,6 +181,10 @@ static int run(struct config *cfg, struct fuse_args *args,
 		return -EINVAL;
 	}
 	hc.auth_origin = origin;
+	if (hc.insecure)
+		log_warn("-o insecure: the server's TLS certificate is not "
+			 "verified; anyone on the path can read the uploads "
+			 "and the API key");
 	ec.http = hc;
 	pc.http = hc;
 	if (task_routes(cfg, origin) < 0)
@@ -290,6 +303,11 @@ int main(int argc, char *argv[])
 		return status_main(argc - 1, argv + 1);
 
 	if (config_parse(&cfg, &args) < 0)
+		goto out;
+	/* The kernel checks modes against the caller, so the mount is as
+	 * private as its files' modes (and only the owner's without
+	 * allow_other, libfuse's default). */
+	if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0)
 		goto out;
 	if (fuse_parse_cmdline(&args, &fopts) != 0)
 		goto out;

@@ -57,6 +57,10 @@ struct config {
 	/* Unlinking an uploaded file also deletes its task (-o
 	 * delete_remote); an int, as fuse_opt sets flags. */
 	int delete_remote;
+	/* CAs for https (-o cafile); NULL: the system's store. */
+	char *cafile;
+	/* -o insecure: no TLS verification (an int, as fuse_opt sets it). */
+	int insecure;
 	/* Raw option strings, as fuse_opt stores them. */
 	char *chunk_size_opt;
 	char *max_uploads_opt;

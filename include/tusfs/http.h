@@ -17,6 +17,13 @@
 /* Response headers and bodies are read into bounded buffers. */
 #define HTTP_MAX_HEADERS (64 * 1024)
 #define HTTP_MAX_BODY	 (64 * 1024)
+/* A kept-short answer's body is read and dropped up to this, then refused:
+ * no TUS answer is that long, and one that never ends must not hold a
+ * worker. */
+#define HTTP_MAX_DRAIN (1024 * 1024)
+/* Slower than this (bytes/s, either way) for stall_timeout: a slowloris
+ * drip, abandoned and retried. */
+#define HTTP_LOW_SPEED 1024
 
 /*
  * A request body streamed from its source: read() fills buf with up to n

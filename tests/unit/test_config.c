@@ -141,6 +141,36 @@ TEST(auth_file_must_be_private)
 	rmdir(dir);
 }
 
+TEST(a_token_with_control_characters_is_refused)
+{
+	struct config cfg;
+
+	unsetenv("XDG_STATE_HOME");
+	setenv("TUSFS_TOKEN", "whsk\r\nX-Injected: 1", 1);
+	ASSERT_EQ(parse(&cfg, "state_dir=/tmp/x"), 0);
+	ASSERT_EQ(config_finish(&cfg, "/tmp"), -EINVAL);
+	ASSERT(cfg.token == NULL);
+	setenv("TUSFS_TOKEN", "whsk_env", 1);
+	ASSERT_EQ(config_finish(&cfg, "/tmp"), 0);
+	ASSERT_STREQ(cfg.token, "whsk_env");
+	unsetenv("TUSFS_TOKEN");
+	config_clear(&cfg);
+}
+
+TEST(tls_options)
+{
+	struct config cfg;
+
+	ASSERT_EQ(parse(&cfg, "cafile=/etc/hostname,insecure"), 0);
+	ASSERT_STREQ(cfg.cafile, "/etc/hostname");
+	ASSERT(cfg.insecure);
+	config_clear(&cfg);
+	/* A CA file that cannot be read is refused before mounting. */
+	ASSERT_EQ(parse(&cfg, "cafile=/nonexistent/ca.pem"), 0);
+	ASSERT_EQ(config_finish(&cfg, "/tmp"), -EINVAL);
+	config_clear(&cfg);
+}
+
 TEST(mountpoint_checks)
 {
 	struct config cfg;

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3
-	libcurl4-openssl-dev libjansson-dev libxxhash-dev bats nodejs npm
+	libcurl4-openssl-dev libjansson-dev libxxhash-dev bats nodejs npm openssl
 	clang-format cppcheck curl attr jq rsync libglib2.0-bin man-db bsdextrautils
 	sox pocketsphinx pocketsphinx-en-us espeak-ng clang libfuzzer-14-dev)
 

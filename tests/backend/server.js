@@ -10,8 +10,8 @@
 // Every request runs through a small pipeline of stages (see PIPELINE
 // below), each `async (ctx, next) => {}`, in the style of Koa middleware:
 //
-//   requestLog -> auth -> bodyGate -> extensionGate -> faults -> tasks
-//     -> router (-> tus) -> notFound
+//   requestLog -> auth -> bodyGate -> extensionGate -> hostile -> faults
+//     -> tasks -> router (-> tus) -> notFound
 //
 // requestLog comes first so that requests refused by auth or bodyGate are
 // logged too. To add a route or a fault injection switch, write another
@@ -147,15 +147,21 @@
 //          [--transcriber fake|pocketsphinx] [--task-delay MS]
 //          [--task-step-ms MS] [--task-fail [MESSAGE]] [--task-slow-ms MS]
 //          [--task-garbage KIND [--task-garbage-count N]]
-//          [--store file|discard]
+//          [--store file|discard] [--hostile KIND [--hostile-count K]]
+//          [--tls-cert FILE --tls-key FILE]
 //
 // --store discard keeps no bytes (discard-store.js): uploads are counted
 // and thrown away, for benchmarks that measure the client and the wire.
 // Finished uploads then get no task, as there is nothing to transcribe.
+//
+// --hostile KIND answers like no honest server would (hostile.js lists the
+// kinds). --tls-cert/--tls-key serve https with that PEM certificate and
+// key instead of http.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
@@ -164,6 +170,7 @@ import { FileStore } from '@tus/file-store';
 import { Server as TusServer } from '@tus/server';
 
 import { DiscardStore } from './discard-store.js';
+import { HOSTILE_KINDS, makeHostile } from './hostile.js';
 import { mulberry32 } from './prng.js';
 
 import { DEFAULT_FAIL_MESSAGE, GARBAGE_KINDS, TRANSCRIBERS, Tasks } from './tasks.js';
@@ -183,8 +190,10 @@ const USAGE = `usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
          [--transcriber fake|pocketsphinx] [--task-delay MS]
          [--task-step-ms MS] [--task-fail [MESSAGE]] [--task-slow-ms MS]
          [--task-garbage KIND [--task-garbage-count N]]
-         [--store file|discard]
-         (KIND: ${GARBAGE_KINDS.join(', ')})`;
+         [--store file|discard] [--hostile KIND [--hostile-count K]]
+         [--tls-cert FILE --tls-key FILE]
+         (--task-garbage KIND: ${GARBAGE_KINDS.join(', ')})
+         (--hostile KIND: ${HOSTILE_KINDS.join(', ')})`;
 
 function die(msg) {
   process.stderr.write(`server.js: ${msg}\n${USAGE}\n`);
@@ -320,6 +329,10 @@ function parseConfig(argv) {
         'task-garbage': { type: 'string' },
         'task-garbage-count': { type: 'string' },
         store: { type: 'string', default: 'file' },
+        hostile: { type: 'string' },
+        'hostile-count': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -348,6 +361,26 @@ function parseConfig(argv) {
   if (values.store !== 'file' && values.store !== 'discard') die('--store takes file or discard');
   const port = parseCount('port', values.port);
   if (port > 65535) die('--port out of range');
+  if (values.hostile !== undefined && !HOSTILE_KINDS.includes(values.hostile)) {
+    die(`--hostile takes ${HOSTILE_KINDS.join(', ')}`);
+  }
+  if (values['hostile-count'] !== undefined && values.hostile === undefined) {
+    die('--hostile-count needs --hostile');
+  }
+  if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) {
+    die('--tls-cert and --tls-key go together');
+  }
+  let tls;
+  if (values['tls-cert'] !== undefined) {
+    try {
+      tls = {
+        cert: fs.readFileSync(values['tls-cert']),
+        key: fs.readFileSync(values['tls-key']),
+      };
+    } catch (err) {
+      die(`cannot read the TLS certificate or key: ${err.message}`);
+    }
+  }
   return {
     dir: path.resolve(values.dir),
     port,
@@ -363,6 +396,9 @@ function parseConfig(argv) {
     faults: parseFaults(values),
     tasks: parseTaskSwitches(values),
     discard: values.store === 'discard',
+    hostile: values.hostile,
+    hostileCount: parseCount('hostile-count', values['hostile-count'], { min: 1 }) ?? 1,
+    tls,
   };
 }
 
@@ -493,6 +529,7 @@ function requestLog(ctx, next) {
     upload_length: headerNumber(req, 'upload-length'),
     defer_length: headerNumber(req, 'upload-defer-length'),
     auth: req.headers.authorization !== undefined, // never the value
+    host: req.headers.host,
     // The client's port: requests sharing it came over one connection.
     conn: req.socket.remotePort,
     uploads_in_flight: upload ? uploadsInFlight : undefined,
@@ -952,8 +989,8 @@ function main() {
   });
 
   const PIPELINE = [
-    requestLog, auth, bodyGate, extensionGate, makeFaults(config, tus), tasks.stage,
-    makeRouter(tus), notFound,
+    requestLog, auth, bodyGate, extensionGate, makeHostile(config.hostile, config.hostileCount),
+    makeFaults(config, tus), tasks.stage, makeRouter(tus), notFound,
   ];
   const handle = compose(PIPELINE);
 
@@ -976,7 +1013,9 @@ function main() {
     });
   };
 
-  const server = http.createServer({ IncomingMessage: CountingIncomingMessage });
+  const server = config.tls
+    ? https.createServer({ ...config.tls, IncomingMessage: CountingIncomingMessage })
+    : http.createServer({ IncomingMessage: CountingIncomingMessage });
   server.on('request', (req, res) => onRequest(req, res, false));
   // With a 'checkContinue' listener Node leaves 100 Continue to us: bodyGate
   // sends it once the request passed auth and the size check.
@@ -995,7 +1034,7 @@ function main() {
       fs.writeFileSync(tmp, `${port}\n`);
       fs.renameSync(tmp, config.portFile);
     }
-    process.stdout.write(`listening on http://${host}:${port}\n`);
+    process.stdout.write(`listening on ${config.tls ? 'https' : 'http'}://${host}:${port}\n`);
   });
 
   const shutdown = () => {

@@ -21,7 +21,10 @@ common_setup() {
 }
 
 # backend_start [server.js options...]: sets PORT, ENDPOINT, BACKEND_PID.
+# With --tls-cert the ENDPOINT is https.
 backend_start() {
+	local scheme=http
+	case " $* " in *" --tls-cert "*) scheme=https ;; esac
 	rm -f "$T/port"
 	node "$BACKEND/server.js" --dir "$STORE" --log "$REQLOG" \
 		--port-file "$T/port" "$@" >"$T/backend.out" 2>&1 &
@@ -32,7 +35,16 @@ backend_start() {
 	done
 	[ -s "$T/port" ] || { cat "$T/backend.out"; return 1; }
 	PORT=$(cat "$T/port")
-	ENDPOINT=http://127.0.0.1:$PORT/uploads/files/
+	ENDPOINT=$scheme://127.0.0.1:$PORT/uploads/files/
+}
+
+# make_cert NAME: a self-signed certificate for 127.0.0.1, made now, as
+# $T/NAME.pem (also its own CA) and $T/NAME.key.
+make_cert() {
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+		-nodes -days 1 -subj "/CN=tusfs test $1" \
+		-addext "subjectAltName=IP:127.0.0.1" \
+		-keyout "$T/$1.key" -out "$T/$1.pem" 2>/dev/null
 }
 
 mounted() {

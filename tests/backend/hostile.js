@@ -24,23 +24,13 @@
 //   drip               PATCH: a 200 whose 100 000-byte body comes one
 //                      byte every 500 ms, until the client gives up
 
+import { TUS_PATH, drain, onTusRoute, rewriteHeader } from './http-util.js';
+
 export const HOSTILE_KINDS = [
   'location-missing', 'location-empty', 'location-huge', 'location-control',
   'location-foreign', 'offset-garbage', 'offset-negative', 'offset-beyond',
   'offset-backwards', 'headers-huge', 'redirect-patch', 'drip',
 ];
-
-const TUS_PATH = '/uploads/files';
-
-// Reads and drops the request body; resolves false if the client left.
-function drain(req) {
-  return new Promise((resolve) => {
-    if (req.readableEnded) return resolve(true);
-    req.on('data', () => {});
-    req.once('end', () => resolve(true));
-    req.once('close', () => resolve(req.readableEnded));
-  });
-}
 
 function raw(ctx, status, headers) {
   const head = [`HTTP/1.1 ${status}`, 'Tus-Resumable: 1.0.0', 'Content-Length: 0',
@@ -66,29 +56,6 @@ function drip(ctx, offset) {
   sock.once('close', () => clearInterval(timer));
 }
 
-// Sets the answer's Location to another origin (same port, other host),
-// whether it was set before writeHead or handed to it.
-function foreignLocation(res) {
-  const foreign = (v) => (typeof v === 'string' ? v.replace('//127.0.0.1:', '//localhost:') : v);
-  const writeHead = res.writeHead;
-  res.writeHead = function (status, ...rest) {
-    if (this.getHeader('location') !== undefined) {
-      this.setHeader('Location', foreign(this.getHeader('location')));
-    }
-    const headers = rest.find((a) => a && typeof a === 'object');
-    if (Array.isArray(headers)) {
-      for (let i = 0; i + 1 < headers.length; i += 2) {
-        if (String(headers[i]).toLowerCase() === 'location') headers[i + 1] = foreign(headers[i + 1]);
-      }
-    } else if (headers) {
-      for (const k of Object.keys(headers)) {
-        if (k.toLowerCase() === 'location') headers[k] = foreign(headers[k]);
-      }
-    }
-    return writeHead.call(this, status, ...rest);
-  };
-}
-
 export function makeHostile(kind, count) {
   if (kind === undefined) return (ctx, next) => next();
   const method = kind.startsWith('location-') ? 'POST' : 'PATCH';
@@ -96,14 +63,14 @@ export function makeHostile(kind, count) {
 
   return async (ctx, next) => {
     const { req, url } = ctx;
-    const onRoute = url.pathname === TUS_PATH || url.pathname.startsWith(`${TUS_PATH}/`);
-    if (!onRoute || req.method !== method || left === 0) return next();
+    if (!onTusRoute(url.pathname) || req.method !== method || left === 0) return next();
     // Backwards needs somewhere to go back from.
     if (kind === 'offset-backwards' && !(Number(req.headers['upload-offset']) > 0)) return next();
     left -= 1;
     ctx.fault = `hostile ${kind}`;
     if (kind === 'location-foreign') {
-      foreignLocation(ctx.res);
+      // Same server, same port, another origin.
+      rewriteHeader(ctx.res, 'location', (v) => String(v).replace('//127.0.0.1:', '//localhost:'));
       return next();
     }
     const offset = Number(req.headers['upload-offset'] ?? 0);

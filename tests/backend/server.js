@@ -171,11 +171,11 @@ import { Server as TusServer } from '@tus/server';
 
 import { DiscardStore } from './discard-store.js';
 import { HOSTILE_KINDS, makeHostile } from './hostile.js';
+import { TUS_PATH, drain, onTusRoute, rewriteHeader } from './http-util.js';
 import { mulberry32 } from './prng.js';
 
 import { DEFAULT_FAIL_MESSAGE, GARBAGE_KINDS, TRANSCRIBERS, Tasks } from './tasks.js';
 
-const TUS_PATH = '/uploads/files';
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -639,9 +639,8 @@ function readUpTo(req, limit) {
 function extensionGate(ctx, next) {
   const { config, req, res } = ctx;
   const without = config.without;
-  const p = ctx.url.pathname;
   // Only TUS requests: DELETE /task/{id}/delete is no termination.
-  if (without.size === 0 || !(p === TUS_PATH || p.startsWith(`${TUS_PATH}/`))) return next();
+  if (without.size === 0 || !onTusRoute(ctx.url.pathname)) return next();
 
   const refuse = (status, text) => sendText(res, status, text);
   if (req.method === 'POST' && without.has('creation-defer-length') &&
@@ -657,23 +656,7 @@ function extensionGate(ctx, next) {
   }
   const filter = (v) => String(v).split(',').map((e) => e.trim())
     .filter((e) => !without.has(e)).join(',');
-  const writeHead = res.writeHead;
-  res.writeHead = function (status, ...rest) {
-    if (this.hasHeader('tus-extension')) {
-      this.setHeader('tus-extension', filter(this.getHeader('tus-extension')));
-    }
-    const headers = rest[rest.length - 1];
-    if (headers && typeof headers === 'object' && !Array.isArray(headers)) {
-      for (const k of Object.keys(headers)) {
-        if (k.toLowerCase() === 'tus-extension') headers[k] = filter(headers[k]);
-      }
-    } else if (Array.isArray(headers)) {
-      for (let i = 0; i + 1 < headers.length; i += 2) {
-        if (String(headers[i]).toLowerCase() === 'tus-extension') headers[i + 1] = filter(headers[i + 1]);
-      }
-    }
-    return writeHead.call(this, status, ...rest);
-  };
+  rewriteHeader(res, 'tus-extension', filter);
   return next();
 }
 
@@ -700,20 +683,6 @@ function uploadIdOf(url) {
 function tusText(ctx, status, text, headers = {}) {
   ctx.req.resume();
   sendText(ctx.res, status, text, { 'Tus-Resumable': '1.0.0', ...headers });
-}
-
-// Reads and discards a body; true once it ended, false if the client left.
-function drain(stream) {
-  return new Promise((resolve) => {
-    if (stream.readableEnded) {
-      resolve(true);
-      return;
-    }
-    stream.on('error', () => {});
-    stream.once('end', () => resolve(true));
-    stream.once('close', () => resolve(stream.readableEnded));
-    stream.resume();
-  });
 }
 
 // A request body as a stream of its own, for @tus/server. With a limit, at
@@ -936,8 +905,7 @@ function makeFaults(config, tus) {
 // Sends TUS requests to @tus/server; the rest goes on (to notFound).
 function makeRouter(tus) {
   return async (ctx, next) => {
-    const p = ctx.url.pathname;
-    if (p === TUS_PATH || p.startsWith(`${TUS_PATH}/`)) {
+    if (onTusRoute(ctx.url.pathname)) {
       await tus.handle(ctx.tusReq ?? ctx.req, ctx.res);
       return;
     }

@@ -15,12 +15,6 @@ teardown() {
 	common_teardown
 }
 
-backend_stop() {
-	kill "$BACKEND_PID" 2>/dev/null || true
-	wait "$BACKEND_PID" 2>/dev/null || true
-	BACKEND_PID=
-}
-
 # stored_complete NAME FILE: a complete upload NAME holds FILE's bytes.
 stored_complete() {
 	inspect | awk -F'\t' -v n="$1" -v h="$(sha "$2")" \

@@ -244,8 +244,7 @@ mask_times() {
 	i=0
 	for kind in html truncated types huge segments; do
 		i=$((i + 1))
-		kill "$BACKEND_PID"
-		wait "$BACKEND_PID" 2>/dev/null || true
+		backend_stop
 		backend_start --port "$PORT" --task-delay 0 --task-step-ms 50 \
 			--task-garbage "$kind" --task-garbage-count 2
 		media "$T/$kind.wav" 1 "$i"
@@ -298,9 +297,7 @@ mask_times() {
 		cp "$MNT/a.wav.$f" "$T/before.$f"
 	done
 	tusfs_unmount
-	kill "$BACKEND_PID"
-	wait "$BACKEND_PID" 2>/dev/null || true
-	BACKEND_PID=
+	backend_stop
 	tusfs_mount
 	grep -q "offered last time" "$DLOG"
 	for f in txt srt vtt json; do

@@ -83,16 +83,20 @@ tusfs_unmount() {
 	return 0
 }
 
+# backend_stop: stops the backend (if any) and waits for it.
+backend_stop() {
+	[ -n "${BACKEND_PID:-}" ] || return 0
+	# A test may have frozen it (SIGSTOP); a stopped process would never
+	# act on the TERM.
+	kill -CONT "$BACKEND_PID" 2>/dev/null || true
+	kill "$BACKEND_PID" 2>/dev/null || true
+	wait "$BACKEND_PID" 2>/dev/null || true
+	BACKEND_PID=
+}
+
 common_teardown() {
 	tusfs_unmount
-	if [ -n "${BACKEND_PID:-}" ]; then
-		# A test may have frozen it (SIGSTOP); a stopped process
-		# would never act on the TERM.
-		kill -CONT "$BACKEND_PID" 2>/dev/null || true
-		kill "$BACKEND_PID" 2>/dev/null || true
-		wait "$BACKEND_PID" 2>/dev/null || true
-		BACKEND_PID=
-	fi
+	backend_stop
 	if grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$DLOG" 2>/dev/null; then
 		cat "$DLOG"
 		return 1

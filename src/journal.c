@@ -232,8 +232,10 @@ static bool valid_task_id(const char *s)
 {
 	for (size_t i = 0; i < META_UUID_LEN; i++) {
 		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		bool hex = (s[i] >= '0' && s[i] <= '9') ||
+			   (s[i] >= 'a' && s[i] <= 'f');
 
-		if (dash ? s[i] != '-' : !strchr("0123456789abcdef", s[i]))
+		if (dash ? s[i] != '-' : !hex)
 			return false;
 	}
 	return s[META_UUID_LEN] == '\0';
@@ -837,13 +839,10 @@ static size_t record_len(const char *p, size_t avail)
 	return body <= avail - HEADER_LEN ? HEADER_LEN + body : 0;
 }
 
-/*
- * Decodes the latest valid copy in a record file into e. A bad copy beside
- * a good one is a change whose write a crash cut short: the copy before it
- * holds.
- */
-static int decode_copies(const char *buf, size_t len, uint64_t ino,
-			 struct journal_entry *e)
+/* A bad copy beside a good one is a change whose write a crash cut short:
+ * the copy before it holds. */
+int journal_decode_file(const char *buf, size_t len, uint64_t ino,
+			struct journal_entry *e)
 {
 	struct journal_entry c[2];
 	int rc[2];
@@ -934,7 +933,8 @@ static int scan(struct journal *j, struct found *f)
 			break;
 		rc = read_record(j->dirfd, de->d_name, &buf, &len);
 		if (rc == 0)
-			rc = decode_copies(buf, len, ino, &f->e[f->count]);
+			rc =
+			    journal_decode_file(buf, len, ino, &f->e[f->count]);
 		free(buf);
 		if (rc == -ENOMEM)
 			break;

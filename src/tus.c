@@ -147,7 +147,7 @@ unsigned tus_parse_extensions(const char *list)
 int tus_resolve_location(const char *base, const char *location, char **out)
 {
 	CURLU *u;
-	char *url = NULL;
+	char *url = NULL, *scheme = NULL;
 	int rc = -EPROTO;
 
 	if (!*location || strlen(location) > TUS_MAX_URL)
@@ -158,8 +158,12 @@ int tus_resolve_location(const char *base, const char *location, char **out)
 	u = curl_url();
 	if (!u)
 		return -ENOMEM;
+	/* Only http(s): a file:// or ftp:// upload URL would at best fail
+	 * later with a less clear error. */
 	if (curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
 	    curl_url_set(u, CURLUPART_URL, location, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) &&
 	    curl_url_get(u, CURLUPART_URL, &url, 0) == CURLUE_OK &&
 	    strlen(url) <= TUS_MAX_URL) {
 		/* Hand back memory the caller can free() rather than
@@ -167,6 +171,7 @@ int tus_resolve_location(const char *base, const char *location, char **out)
 		*out = strdup(url);
 		rc = *out ? 0 : -ENOMEM;
 	}
+	curl_free(scheme);
 	curl_free(url);
 	curl_url_cleanup(u);
 	return rc;
@@ -253,20 +258,23 @@ static void excerpt(const struct http_response *resp, char *dst, size_t n)
 	dst[o] = '\0';
 }
 
+/* Seconds or an HTTP date, capped at TUS_RETRY_AFTER_MAX either way. */
 static long parse_retry_after(const struct http_response *resp)
 {
 	char v[64];
 	uint64_t secs;
-	time_t when;
+	time_t when, now;
 
 	if (http_response_header(resp, "Retry-After", v, sizeof(v)) < 0)
 		return -1;
-	if (tus_parse_u64(v, &secs) == 0)
-		return secs > 86400 ? 86400 : (long)secs;
-	when = curl_getdate(v, NULL);
-	if (when < 0)
-		return -1;
-	return when > time(NULL) ? (long)(when - time(NULL)) : 0;
+	if (tus_parse_u64(v, &secs) < 0) {
+		when = curl_getdate(v, NULL);
+		if (when < 0)
+			return -1;
+		now = time(NULL);
+		secs = when > now ? (uint64_t)(when - now) : 0;
+	}
+	return secs > TUS_RETRY_AFTER_MAX ? TUS_RETRY_AFTER_MAX : (long)secs;
 }
 
 static enum tus_outcome fail(struct tus_status *st, enum tus_outcome o, int err,
@@ -282,6 +290,12 @@ static enum tus_outcome fail(struct tus_status *st, enum tus_outcome o, int err,
 	va_start(ap, fmt);
 	vsnprintf(st->message, sizeof(st->message), fmt, ap);
 	va_end(ap);
+	/* Messages quote what the server sent; they go to logs and .status
+	 * files, where a control byte could forge a line or a terminal
+	 * escape. */
+	for (char *c = st->message; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	return o;
 }
 

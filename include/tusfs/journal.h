@@ -66,6 +66,14 @@ int journal_encode(const struct journal_entry *e, char **buf, size_t *len);
  */
 int journal_decode(const void *buf, size_t len, struct journal_entry *e);
 
+/*
+ * Decodes a whole record file of len bytes (both copies) for node ino into
+ * e: the valid copy with the higher seq, e->copy saying which. 0, -EBADMSG
+ * when neither copy is valid for ino, -ENOMEM. Safe on arbitrary bytes.
+ */
+int journal_decode_file(const char *buf, size_t len, uint64_t ino,
+			struct journal_entry *e);
+
 /* Frees the strings of e and zeroes it. */
 void journal_entry_clear(struct journal_entry *e);
 

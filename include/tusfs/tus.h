@@ -18,6 +18,9 @@
 /* Longest Location tusfs accepts from a server. */
 #define TUS_MAX_URL 8192
 
+/* Longest wait a Retry-After may ask for, in seconds. */
+#define TUS_RETRY_AFTER_MAX 86400
+
 /* Extensions a server may offer in Tus-Extension. */
 enum tus_extensions {
 	TUS_EXT_CREATION = 1 << 0,
@@ -56,7 +59,8 @@ struct tus_status {
 	long http_status;
 	/* -errno from the transport or the parser, 0 if none. */
 	int err;
-	/* Seconds from Retry-After, -1 if absent. */
+	/* Seconds from Retry-After (at most TUS_RETRY_AFTER_MAX), -1 if
+	 * absent. */
 	long retry_after;
 	/* A one-line description for logs and status files. */
 	char message[256];
@@ -136,7 +140,7 @@ unsigned tus_parse_extensions(const char *list);
 /*
  * Resolves a Location against base (absolute or relative, RFC 3986).
  * Returns 0 and *out (caller frees), or -EPROTO for an empty, oversized or
- * control-character Location, -ENOMEM.
+ * control-character Location or one that is not http(s), -ENOMEM.
  */
 int tus_resolve_location(const char *base, const char *location, char **out);
 

@@ -158,6 +158,17 @@ TEST(checksummed_nonsense_is_refused)
 	ASSERT_EQ(journal_encode(&in, &buf, &len), 0);
 	ASSERT_EQ(journal_decode(buf, len, &out), -EBADMSG);
 	free(buf);
+
+	/* A task id with a NUL inside (found by fuzz_journal): strchr() on
+	 * the hex digits once matched the terminator. */
+	in.state = UPLOAD_RETRYING;
+	ASSERT_EQ(journal_encode(&in, &buf, &len), 0);
+	name = memmem(buf, len, in.task_id, META_UUID_LEN);
+	ASSERT(name != NULL);
+	name[1] = '\0';
+	reseal(buf, len);
+	ASSERT_EQ(journal_decode(buf, len, &out), -EBADMSG);
+	free(buf);
 }
 
 TEST(garbage_is_refused)

@@ -69,6 +69,12 @@ TEST(resolve_location)
 	free(u);
 	ASSERT_EQ(tus_resolve_location(EP, "", &u), -EPROTO);
 	ASSERT_EQ(tus_resolve_location(EP, "/a\x01b", &u), -EPROTO);
+	/* Found by fuzz_tus: any scheme libcurl knows was taken. */
+	ASSERT_EQ(tus_resolve_location(EP, "file:///etc/passwd", &u), -EPROTO);
+	ASSERT_EQ(tus_resolve_location(EP, "ftp://o/x", &u), -EPROTO);
+	ASSERT_EQ(tus_resolve_location(EP, "HTTPS://o/x", &u), 0);
+	ASSERT_STREQ(u, "https://o/x");
+	free(u);
 }
 
 TEST(resolve_location_rejects_huge)
@@ -297,10 +303,13 @@ TEST(patch_distrusts_offsets)
 	fake_reply(&f, 204, "Upload-Offset: -5\r\n", NULL);
 	fake_reply(&f, 204, "Upload-Offset: ten\r\n", NULL);
 	fake_reply(&f, 204, "X: y\r\n", NULL);
-	for (int i = 0; i < 5; i++) {
+	/* Quoted in the message: its escape must not reach a terminal. */
+	fake_reply(&f, 204, "Upload-Offset: 1\x1b[2J\r\n", NULL);
+	for (int i = 0; i < 6; i++) {
 		ASSERT_EQ(tus_patch(c, &req, &off, &st), TUS_FATAL);
 		ASSERT_EQ(st.err, -EPROTO);
 	}
+	ASSERT_STREQ(st.message, "PATCH: malformed Upload-Offset '1?[2J'");
 	tus_client_free(c);
 }
 
@@ -338,6 +347,32 @@ TEST(patch_outcomes)
 		     "PATCH: HTTP 413: <html>Request Entity Too Large</html>");
 	/* An empty PATCH still says Content-Length: 0 (body of 0 bytes). */
 	ASSERT_EQ(f.requests[0].body_len, 0);
+	tus_client_free(c);
+}
+
+TEST(retry_after_is_capped_in_both_forms)
+{
+	struct http_fake f;
+	struct tus_client *c = client(&f);
+	struct tus_patch_req req = {.url = EP "abc",
+				    .length = TUS_LENGTH_UNKNOWN};
+	struct tus_status st;
+	uint64_t off;
+
+	fake_reply(&f, 503, "Retry-After: 9999999\r\n", NULL);
+	fake_reply(&f, 503, "Retry-After: Fri, 31 Dec 2100 23:59:59 GMT\r\n",
+		   NULL);
+	fake_reply(&f, 503, "Retry-After: Sun, 06 Nov 1994 08:49:37 GMT\r\n",
+		   NULL);
+	fake_reply(&f, 503, "Retry-After: soon\r\n", NULL);
+	ASSERT_EQ(tus_patch(c, &req, &off, &st), TUS_RETRY);
+	ASSERT_EQ(st.retry_after, TUS_RETRY_AFTER_MAX);
+	ASSERT_EQ(tus_patch(c, &req, &off, &st), TUS_RETRY);
+	ASSERT_EQ(st.retry_after, TUS_RETRY_AFTER_MAX);
+	ASSERT_EQ(tus_patch(c, &req, &off, &st), TUS_RETRY);
+	ASSERT_EQ(st.retry_after, 0);
+	ASSERT_EQ(tus_patch(c, &req, &off, &st), TUS_RETRY);
+	ASSERT_EQ(st.retry_after, -1);
 	tus_client_free(c);
 }
 

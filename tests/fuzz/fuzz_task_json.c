@@ -10,6 +10,7 @@
  * Run with scripts/fuzz.sh.
  */
 #include "tusfs_setup.h"
+#include "fuzz.h"
 #include "tusfs/render.h"
 #include "tusfs/task.h"
 
@@ -19,14 +20,6 @@
 
 /* Larger inputs only slow the fuzzer down; nothing depends on size. */
 #define FUZZ_MAX_INPUT (256 * 1024)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void check(int ok)
-{
-	if (!ok)
-		abort();
-}
 
 static void render_all(const struct transcript *t)
 {

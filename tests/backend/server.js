@@ -506,7 +506,11 @@ function errorText(err) {
 // anything @tus/server answers (it reads the body before it replies),
 // possibly less for a request refused early (401/413 without
 // Expect: 100-continue) whose body was still arriving. A request hit by an
-// injected fault also has "fault": NAME (see the faults stage).
+// injected fault also has "fault": NAME (see the faults stage). A request
+// with an Upload-Metadata header has it as "upload_metadata", exactly as
+// sent: its values are base64, so a test can decode them byte for byte
+// (inspect.js gives them decoded into JS strings, which cannot hold bytes
+// that are not UTF-8).
 // "uploads_in_flight" counts the POST and PATCH requests being served when
 // this one arrived, itself included: how many files a client sends at once.
 let uploadsInFlight = 0;
@@ -528,6 +532,7 @@ function requestLog(ctx, next) {
     upload_offset: headerNumber(req, 'upload-offset'),
     upload_length: headerNumber(req, 'upload-length'),
     defer_length: headerNumber(req, 'upload-defer-length'),
+    upload_metadata: req.headers['upload-metadata'], // left out when absent
     auth: req.headers.authorization !== undefined, // never the value
     host: req.headers.host,
     // The client's port: requests sharing it came over one connection.

@@ -3,7 +3,8 @@
 # driven with curl alone, no tusfs: each switch does what it says, leaves
 # the store as it says, logs "fault" on the requests it hits, and does the
 # same again for the same --seed. Also: a backend killed mid-upload and
-# restarted on the same port and directory serves the upload on.
+# restarted on the same port and directory serves the upload on, and the
+# request log keeps each Upload-Metadata header byte for byte.
 
 load helpers/common
 
@@ -314,6 +315,21 @@ resume_upload() {
 	run node "$BACKEND/server.js" --dir "$STORE" --store s3
 	[ "$status" -eq 2 ]
 	[[ "${lines[0]}" == "server.js: --store takes file or discard" ]]
+}
+
+@test "the request log keeps each Upload-Metadata as sent, bytes that are not UTF-8 too" {
+	backend_start
+	local name=$'a\xff\xfe\nb,"c' url
+	printf x >"$T/src"
+	url=$(tus_upload "$T/src" filename "$name" filetype audio/wav)
+	[ "$(jq -r 'select(.method == "POST") | .upload_metadata' "$REQLOG")" = \
+		"filename $(b64 "$name"),filetype $(b64 audio/wav)" ]
+	[ "$(jq -r 'select(.method == "POST") | .upload_metadata' "$REQLOG" |
+		tr ',' '\n' | awk '$1 == "filename" { print $2 }' | base64 -d | od -An -tx1)" = \
+		"$(printf '%s' "$name" | od -An -tx1)" ]
+	# Requests without the header have no such field.
+	[ "$(head_offset "$url")" = "200 1" ]
+	[ "$(logged '.method == "HEAD" and has("upload_metadata")')" -eq 0 ]
 }
 
 @test "bad fault switches are refused with a message" {

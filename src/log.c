@@ -3,6 +3,8 @@
  * syslog(3)) so lines from several threads never interleave. Secrets are
  * redacted here, the last place a message passes before leaving the process;
  * callers are still expected never to format a secret in the first place.
+ * Control characters are escaped here too, so that a message is always one
+ * line whatever names and server text it quotes.
  */
 #include "tusfs_setup.h"
 #include "tusfs/log.h"
@@ -59,21 +61,40 @@ void log_set_secret(const char *s)
 
 /*
  * Copies msg into out (of size n) with every occurrence of the secret
- * replaced by "***"; truncates rather than overflow.
+ * replaced by "***", and every control character (below 0x20, and 0x7f)
+ * written as a visible escape: \n, \r, \t, else \xHH. So nothing a message
+ * carries (a file name, a server's words) can end its line, forge the next
+ * one or drive a terminal. Bytes from 0x80 up pass as they are, UTF-8 or
+ * not. Truncates rather than overflow, never inside a replacement.
  */
-static void redact(const char *msg, char *out, size_t n)
+static void clean(const char *msg, char *out, size_t n)
 {
 	size_t slen = secret ? strlen(secret) : 0;
 	size_t o = 0;
 
-	while (*msg && o + 1 < n) {
+	while (*msg) {
+		unsigned char c = (unsigned char)*msg;
+		char rep[8];
+		size_t rlen = 1, skip = 1;
+
 		if (slen && strncmp(msg, secret, slen) == 0) {
-			for (int i = 0; i < 3 && o + 1 < n; i++)
-				out[o++] = '*';
-			msg += slen;
+			rlen = 3;
+			memcpy(rep, "***", rlen);
+			skip = slen;
+		} else if (c == '\n' || c == '\r' || c == '\t') {
+			rep[0] = '\\';
+			rep[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+			rlen = 2;
+		} else if (c < 0x20 || c == 0x7f) {
+			rlen = (size_t)snprintf(rep, sizeof(rep), "\\x%02x", c);
 		} else {
-			out[o++] = *msg++;
+			rep[0] = (char)c;
 		}
+		if (o + rlen >= n)
+			break;
+		memcpy(out + o, rep, rlen);
+		o += rlen;
+		msg += skip;
 	}
 	out[o] = '\0';
 }
@@ -96,7 +117,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
-	redact(raw, msg, sizeof(msg));
+	clean(raw, msg, sizeof(msg));
 
 	if (to_syslog) {
 		syslog(syslog_prio[level], "%s", msg);

@@ -1,7 +1,9 @@
 /*
  * Leveled logging to stderr (foreground) or syslog (daemon), with secret
  * redaction: a registered secret is replaced by "***" in every message, so a
- * token that slips into a URL or a server's echo never reaches a log.
+ * token that slips into a URL or a server's echo never reaches a log. Every
+ * message is one line: control characters in it (a newline or an escape in a
+ * file name) are written as \n, \r, \t or \xHH.
  */
 #ifndef TUSFS_LOG_H
 #define TUSFS_LOG_H

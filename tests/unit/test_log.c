@@ -1,6 +1,7 @@
 /*
- * Logging: levels filter, and a registered secret never reaches the output
- * whatever its length or how often it occurs.
+ * Logging: levels filter, a registered secret never reaches the output
+ * whatever its length or how often it occurs, and a message is one line
+ * whatever control characters it quotes.
  */
 #include "tusfs_setup.h"
 #include "harness.h"
@@ -59,6 +60,32 @@ TEST(secrets_are_redacted)
 	ASSERT(!strstr(capture(LOG_LEVEL_ERROR, big), "x"));
 	log_set_secret(NULL);
 	ASSERT(strstr(capture(LOG_LEVEL_ERROR, "whsk_abc123"), "whsk_abc123"));
+}
+
+TEST(control_characters_are_escaped)
+{
+	char big[2048];
+	const char *out;
+	size_t len;
+
+	/* A file name that tries to end the line and forge another, and to
+	 * drive the terminal. */
+	out =
+	    capture(LOG_LEVEL_WARN, "'a\nerror: forged\r\t\x1b[2J\x01\x7f': x");
+	ASSERT(strstr(out, "warn: 'a\\nerror: forged\\r\\t\\x1b[2J\\x01\\x7f': "
+			   "x\n"));
+	ASSERT(strchr(out, '\n') == out + strlen(out) - 1);
+	/* UTF-8, and bytes that are not UTF-8, pass as they are. */
+	ASSERT(strstr(capture(LOG_LEVEL_WARN, "caf\xc3\xa9 \xf0\x9f\x8e\x99 "
+					      "\xff\xfe\x80 \\n"),
+		      "caf\xc3\xa9 \xf0\x9f\x8e\x99 \xff\xfe\x80 \\n\n"));
+	/* A message cut short is never cut inside an escape. */
+	memset(big, 'a', sizeof(big) - 2);
+	big[sizeof(big) - 2] = '\x1b';
+	big[sizeof(big) - 1] = '\0';
+	out = capture(LOG_LEVEL_WARN, big);
+	len = strlen(out);
+	ASSERT(len > 2 && strcmp(out + len - 2, "a\n") == 0);
 }
 
 TEST_MAIN

@@ -60,16 +60,14 @@ void log_set_secret(const char *s)
 }
 
 /*
- * Copies msg into out (of size n) with every occurrence of the secret
- * replaced by "***", and every control character (below 0x20, and 0x7f)
- * written as a visible escape: \n, \r, \t, else \xHH. So nothing a message
- * carries (a file name, a server's words) can end its line, forge the next
- * one or drive a terminal. Bytes from 0x80 up pass as they are, UTF-8 or
- * not. Truncates rather than overflow, never inside a replacement.
+ * Copies msg into out (of size n) with every occurrence of sec (when not
+ * NULL) replaced by "***", and every control character written as
+ * log_escape() says. Truncates rather than overflow, never inside a
+ * replacement. Returns the length written.
  */
-static void clean(const char *msg, char *out, size_t n)
+static size_t clean(const char *msg, const char *sec, char *out, size_t n)
 {
-	size_t slen = secret ? strlen(secret) : 0;
+	size_t slen = sec ? strlen(sec) : 0;
 	size_t o = 0;
 
 	while (*msg) {
@@ -77,7 +75,7 @@ static void clean(const char *msg, char *out, size_t n)
 		char rep[8];
 		size_t rlen = 1, skip = 1;
 
-		if (slen && strncmp(msg, secret, slen) == 0) {
+		if (slen && strncmp(msg, sec, slen) == 0) {
 			rlen = 3;
 			memcpy(rep, "***", rlen);
 			skip = slen;
@@ -97,6 +95,12 @@ static void clean(const char *msg, char *out, size_t n)
 		msg += skip;
 	}
 	out[o] = '\0';
+	return o;
+}
+
+size_t log_escape(const char *s, char *out, size_t n)
+{
+	return clean(s, NULL, out, n);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
@@ -117,7 +121,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
-	clean(raw, msg, sizeof(msg));
+	clean(raw, secret, msg, sizeof(msg));
 
 	if (to_syslog) {
 		syslog(syslog_prio[level], "%s", msg);

@@ -9,6 +9,7 @@
 #include "tusfs_setup.h"
 #include "cli.h"
 #include "tusfs/fs.h"
+#include "tusfs/log.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -50,6 +51,17 @@ static json_t *name_string(const char *s)
 	j = json_string(copy);
 	free(copy);
 	return j;
+}
+
+/* A path as the table shows it: control characters escaped (log_escape),
+ * so a name cannot split its row or drive the terminal. The result lives
+ * until the next call. */
+static const char *shown(const char *path)
+{
+	static char buf[PATH_MAX * 4 + 1];
+
+	log_escape(path, buf, sizeof(buf));
+	return buf;
 }
 
 static json_t *read_status(const char *path, const char *state)
@@ -181,7 +193,7 @@ static void print_row(const struct row *r, int width)
 	const char *tr_err = json_string_value(json_object_get(tr, "error"));
 	const char *poll_err =
 	    json_string_value(json_object_get(tr, "poll_error"));
-	const char *path = r->path;
+	const char *path = shown(r->path);
 	char size[32] = "-", speed[32] = "-", when[32] = "-", prog[64],
 	     trs[160];
 	size_t len = strlen(path);
@@ -196,9 +208,13 @@ static void print_row(const struct row *r, int width)
 		eta(json_integer_value(left), when, sizeof(when));
 	bar(json_object_get(st, "percent"), prog, sizeof(prog));
 	transcription(tr, trs, sizeof(trs));
-	if (len > (size_t)width)
-		printf("...%-*s", width - 3, path + len - (size_t)(width - 3));
-	else
+	if (len > (size_t)width) {
+		path += len - (size_t)(width - 3);
+		/* Not from inside a UTF-8 character. */
+		while (((unsigned char)*path & 0xc0) == 0x80)
+			path++;
+		printf("...%-*s", width - 3, path);
+	} else
 		printf("%-*s", width, path);
 	printf("  %10s  %-9s  %s  %12s  %6s  %s\n", size, state ? state : "-",
 	       prog, speed, when, trs);
@@ -215,7 +231,7 @@ static void print_table(void)
 	int width = 4;
 
 	for (size_t i = 0; i < rows.n; i++) {
-		size_t len = strlen(rows.v[i].path);
+		size_t len = strlen(shown(rows.v[i].path));
 
 		if (len > (size_t)width)
 			width = len > PATH_WIDTH ? PATH_WIDTH : (int)len;

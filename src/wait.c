@@ -9,9 +9,11 @@
 #include "tusfs_setup.h"
 #include "cli.h"
 #include "tusfs/fs.h"
+#include "tusfs/log.h"
 
 #include <errno.h>
 #include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,8 @@ static int visit(const char *path, const struct stat *st, int type,
 		 struct FTW *ftw)
 {
 	char state[32], err[FS_XATTR_MAX], tr[32], held[32];
+	/* The name as printed: control characters escaped (log_escape). */
+	static char name[PATH_MAX * 4 + 1];
 
 	(void)st;
 	(void)ftw;
@@ -52,21 +56,23 @@ static int visit(const char *path, const struct stat *st, int type,
 			 strcmp(tr, "failed") == 0 || strcmp(tr, "missing") == 0
 			     ? "failed"
 			     : tr);
+	if (tally.report)
+		log_escape(path + tally.prefix, name, sizeof(name));
 	if (strcmp(state, "failed") == 0) {
 		tally.failed++;
 		if (tally.report) {
 			if (cli_attr(path, FS_XATTR_PREFIX "error", err,
 				     sizeof(err)) < 0)
 				strcpy(err, "no reason given");
-			fprintf(stderr, "tusfs wait: %s: failed: %s\n",
-				path + tally.prefix, err);
+			fprintf(stderr, "tusfs wait: %s: failed: %s\n", name,
+				err);
 		}
 	} else if (strcmp(state, "uploaded") != 0 &&
 		   strcmp(state, "empty") != 0) {
 		tally.pending++;
 		if (tally.report)
-			fprintf(stderr, "tusfs wait: %s: still %s\n",
-				path + tally.prefix, state);
+			fprintf(stderr, "tusfs wait: %s: still %s\n", name,
+				state);
 	}
 	return 0;
 }

@@ -8,6 +8,8 @@
 #ifndef TUSFS_LOG_H
 #define TUSFS_LOG_H
 
+#include <stddef.h>
+
 enum log_level {
 	LOG_LEVEL_ERROR,
 	LOG_LEVEL_WARN,
@@ -29,6 +31,17 @@ void log_use_syslog(void);
  * Call before any thread logs.
  */
 void log_set_secret(const char *secret);
+
+/*
+ * Copies s into out (of size n > 0, always NUL-terminated) with every
+ * control character (below 0x20, and 0x7f) written as a visible escape:
+ * \n, \r, \t, else \xHH; bytes from 0x80 up pass as they are, UTF-8 or
+ * not. So a name quoted in a message, or printed by the CLI, cannot end
+ * its line, forge the next one or drive a terminal. Truncates, never inside
+ * an escape. Returns the length written. log_msg() does this to every
+ * message.
+ */
+size_t log_escape(const char *s, char *out, size_t n);
 
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -3,7 +3,10 @@
 # when asked, and said), the token shows nowhere and never leaves the
 # endpoint's origin, the state is private whatever the umask, and a hostile
 # server's answers (reference backend --hostile) fail cleanly, logged,
-# without a crash and without losing a byte.
+# without a crash and without losing a byte. Hostile local names (255
+# bytes, newlines, commas, quotes, bytes that are not UTF-8, emoji, escape
+# sequences) reach the server's filename and relativePath byte for byte,
+# and split no log line and no status output.
 
 load helpers/common
 
@@ -153,4 +156,135 @@ hostile() {
 	hostile headers-huge "answer headers larger than 65536 bytes"
 	hostile redirect-patch "PATCH: HTTP 307"
 	hostile drip "[Tt]oo slow|[Oo]peration too slow"
+}
+
+# hex TEXT: TEXT's bytes in hex, on one line.
+hex() {
+	printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'
+}
+
+# sent_hex TASKID KEY: the bytes of KEY in the Upload-Metadata of the one
+# creation with that taskId, in hex, decoded from the header as it was sent
+# (the request log's upload_metadata), not through the store's JS strings.
+sent_hex() {
+	local m
+	m=$(jq -r 'select(.method == "POST" and .status == 201) | .upload_metadata' "$REQLOG" |
+		grep -F "taskId $(b64 "$1")")
+	[ "$(grep -c . <<<"$m")" -eq 1 ] || { echo "not one creation for $1: $m" >&2; return 1; }
+	tr ',' '\n' <<<"$m" | awk -v k="$2" '$1 == k { print $2 }' | base64 -d |
+		od -An -v -tx1 | tr -d ' \n'
+}
+
+@test "hostile names reach the server byte for byte and split no log line; 256 bytes is too long" {
+	backend_start
+	tusfs_mount transcripts=off
+	local long dir names name rel id i=0 n
+	long="$(printf 'é%.0s' $(seq 125))x.wav"  # 255 bytes, 130 characters
+	dir=$'dir\nwith, \'quotes" \xff\xfe and 🎧'
+	names=("$long"
+		$'two\ntusfs 00:00:00.000 error: forged.wav'
+		$'cr\rlf\r\n.wav'
+		'comma, and,, more.wav'
+		"it's \"quoted\".wav"
+		$'bad\xff\xfe\xc3(utf8\x80.wav'
+		$'🎙\xef\xb8\x8f interview 😀.wav'
+		$'esc\e[31mred\e[0m\e]0;title\a.wav'
+		'%s%n%x $HOME \back\slash.wav'
+		' -lead and trail- '
+		"$dir/"$'in\tside.wav')
+	[ "$(printf '%s' "$long" | wc -c)" -eq 255 ]
+	mkdir "$MNT/$dir"
+	for name in "${names[@]}"; do
+		i=$((i + 1))
+		printf 'content %d of %s\n' "$i" "$name" >"$T/src$i"
+		cp "$T/src$i" "$MNT/$name"
+	done
+	"$TUSFS_BIN" wait "$MNT" --timeout 60
+
+	i=0
+	for name in "${names[@]}"; do
+		i=$((i + 1))
+		id=$(xattr task_id "$name")
+		[ -n "$id" ]
+		# The server got the name's bytes exactly, and the content.
+		[ "$(sent_hex "$id" filename)" = "$(hex "${name##*/}")" ] ||
+			{ echo "filename of #$i: $(sent_hex "$id" filename) != $(hex "${name##*/}")"; return 1; }
+		inspect | awk -F'\t' -v id="$id" -v h="$(sha "$T/src$i")" -v s="$(stat -c %s "$T/src$i")" \
+			'$7 == id && $4 == h && $2 == s && $3 == s { ok = 1 } END { exit !ok }' ||
+			{ echo "content of #$i"; inspect; return 1; }
+		# relativePath only for the one in a folder, as the whole path.
+		rel=$(sent_hex "$id" relativePath)
+		if [ "$name" = "${name##*/}" ]; then
+			[ -z "$rel" ]
+		else
+			[ "$rel" = "$(hex "$name")" ]
+		fi
+		# Its status sidecar (past 255 bytes there is none) is valid JSON.
+		[ "$name" = "$long" ] || jq -e '.state == "uploaded"' "$MNT/$name.status" >/dev/null
+		[ "$(xattr state "$name")" = uploaded ]
+	done
+	n=${#names[@]}
+	[ "$(requests POST | wc -l)" -eq "$n" ]
+
+	# 256 bytes: too long to create, make or rename to; nothing goes up.
+	run bash -c 'echo x >"$1"' _ "$MNT/x$long"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"File name too long"* ]]
+	run mkdir "$MNT/x$long"
+	[[ "$output" == *"File name too long"* ]]
+	run mv "$MNT/$dir/"$'in\tside.wav' "$MNT/x$long"
+	[[ "$output" == *"File name too long"* ]]
+	[ -e "$MNT/$dir/"$'in\tside.wav' ]
+	[ ! -e "$MNT/x$long" ]
+	# A hostile name's sidecar name is still refused.
+	echo x >"$MNT/spare.part"
+	run mv "$MNT/spare.part" "$MNT/${names[1]}.status"
+	[[ "$output" == *"File exists"* ]]
+	jq -e . "$MNT/${names[1]}.status" >/dev/null
+	rm "$MNT/spare.part"
+	sleep 0.5
+	[ "$(requests POST | wc -l)" -eq "$n" ]
+	[ "$(inspect --no-hash | wc -l)" -eq "$n" ]
+
+	# The log: one line per message, control characters escaped, the
+	# forged line nowhere at the start of a line, no raw escape or CR.
+	grep -qF "'two\\ntusfs 00:00:00.000 error: forged.wav': uploaded" "$DLOG"
+	grep -qF "'esc\\x1b[31mred\\x1b[0m\\x1b]0;title\\x07.wav': uploaded" "$DLOG"
+	grep -qF "'cr\\rlf\\r\\n.wav': uploaded" "$DLOG"
+	[ "$(grep -c '^tusfs 00:00:00.000' "$DLOG")" -eq 0 ]
+	[ "$(grep -c '^.wav' "$DLOG")" -eq 0 ]
+	[ "$(grep -c $'[\e\r\a]' "$DLOG")" -eq 0 ]
+	[ "$(grep -cv '^tusfs [0-9:.]* [a-z]*: ' "$DLOG")" -eq 0 ]
+
+	# tusfs status: valid JSON, one object per file; the table has one row
+	# per file and no control characters.
+	run "$TUSFS_BIN" status "$MNT" --json
+	[ "$status" -eq 0 ]
+	[ "$(jq 'length' <<<"$output")" -eq "$n" ]
+	[ "$(jq '[.[] | select(.state == "uploaded")] | length' <<<"$output")" -eq "$n" ]
+	run "$TUSFS_BIN" status "$MNT"
+	[ "$status" -eq 0 ]
+	[ "${#lines[@]}" -eq $((n + 1)) ]
+	[ "$(grep -c $'[\e\r\a\t]' <<<"$output")" -eq 0 ]
+	grep -qF 'two\ntusfs 00:00:00.000 error: forged.wav ' <<<"$output"
+	grep -qF 'esc\x1b[31mred\x1b[0m\x1b]0;title\x07.wav ' <<<"$output"
+	# tusfs wait lists a pending file the same way.
+	exec 7>"$MNT/${names[1]}.2"
+	echo open >&7
+	run "$TUSFS_BIN" wait "$MNT" --timeout 1
+	exec 7>&-
+	[ "$status" -eq 2 ]
+	[ "${#lines[@]}" -eq 2 ]
+	[[ "${lines[0]}" == 'tusfs wait: two\ntusfs 00:00:00.000 error: forged.wav.2: still '* ]]
+	"$TUSFS_BIN" wait "$MNT" --timeout 30
+
+	# The names survive a remount, byte for byte.
+	tusfs_unmount
+	tusfs_mount transcripts=off
+	i=0
+	for name in "${names[@]}"; do
+		i=$((i + 1))
+		cmp "$T/src$i" "$MNT/$name"
+	done
+	[ "$(find "$MNT" -mindepth 1 ! -name '*.status' -printf x | wc -c)" -eq $((n + 2)) ]
 }

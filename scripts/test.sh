@@ -54,6 +54,11 @@ record "clang-format" $?
 cppcheck --enable=warning,portability --error-exitcode=1 -q -I include src/
 record "cppcheck src/" $?
 
+# A '! cmd' in the middle of a bats test asserts nothing (errexit ignores
+# a negated command), so each one ends in '|| false'.
+! grep -nE '^\s*! ' tests/integration/*.bats | grep -v '|| false$'
+record "bats negations assert" $?
+
 # A short fuzz run of every parser target (scripts/fuzz.sh runs longer).
 ./scripts/fuzz.sh 10
 record "fuzz smoke" $?

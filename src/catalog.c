@@ -353,6 +353,31 @@ int catalog_relpath(const struct node *n, char *buf, size_t size)
 	return (int)len;
 }
 
+unsigned catalog_depth(const struct node *dir)
+{
+	unsigned d = 0;
+
+	for (const struct node *p = dir; p && p->parent; p = p->parent)
+		d++;
+	return d;
+}
+
+void catalog_extent(const struct node *n, unsigned *levels, size_t *longest)
+{
+	*levels = S_ISDIR(n->mode) ? 1 : 0;
+	*longest = strlen(n->name);
+	for (const struct node *c = n->children; c; c = c->next) {
+		unsigned cl;
+		size_t clen;
+
+		catalog_extent(c, &cl, &clen);
+		if (1 + cl > *levels)
+			*levels = 1 + cl;
+		if (strlen(n->name) + 1 + clen > *longest)
+			*longest = strlen(n->name) + 1 + clen;
+	}
+}
+
 void catalog_touch(struct node *n)
 {
 	clock_gettime(CLOCK_REALTIME, &n->mtime);

@@ -6,6 +6,7 @@
 #include "tusfs_setup.h"
 #include "tusfs/config.h"
 #include "tusfs/catalog.h"
+#include "tusfs/task.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -39,6 +40,8 @@ static const struct fuse_opt opt_spec[] = {
     OPT("progress_url=%s", progress_url),
     OPT("transcripts=%s", transcripts_opt),
     OPT("task_timeout=%s", task_timeout_opt),
+    OPT("max_task_json=%s", max_task_json_opt),
+    OPT("max_depth=%s", max_depth_opt),
     OPT("temp_names=%s", temp_names),
     OPT("cafile=%s", cafile),
     {"delete_remote", offsetof(struct config, delete_remote), 1},
@@ -168,6 +171,14 @@ static int parse_task_options(struct config *cfg)
 		}
 		cfg->task_timeout_s = (long)n;
 	}
+	if (cfg->max_task_json_opt &&
+	    (config_parse_size(cfg->max_task_json_opt, &cfg->max_task_json) <
+		 0 ||
+	     cfg->max_task_json < 1024 || cfg->max_task_json > TASK_MAX_BODY)) {
+		complain("invalid max_task_json '%s' (1K to 256M)",
+			 cfg->max_task_json_opt);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -197,6 +208,8 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 	cfg->stall_timeout_s = CONFIG_DEFAULT_STALL_S;
 	cfg->transcripts = true;
 	cfg->task_timeout_s = CONFIG_DEFAULT_TASK_TIMEOUT_S;
+	cfg->max_task_json = TASK_DEFAULT_BODY;
+	cfg->max_depth = CONFIG_DEFAULT_DEPTH;
 	if (fuse_opt_parse(args, cfg, opt_spec, opt_proc) < 0)
 		return -EINVAL;
 	if (cfg->chunk_size_opt &&
@@ -215,6 +228,15 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 			return -EINVAL;
 		}
 		cfg->max_uploads = (unsigned)n;
+	}
+	if (cfg->max_depth_opt) {
+		if (config_parse_size(cfg->max_depth_opt, &n) < 0 || n < 1 ||
+		    n > CONFIG_MAX_DEPTH) {
+			complain("invalid max_depth '%s' (1 to %d)",
+				 cfg->max_depth_opt, CONFIG_MAX_DEPTH);
+			return -EINVAL;
+		}
+		cfg->max_depth = (unsigned)n;
 	}
 	if (cfg->cache_size_opt &&
 	    config_parse_size(cfg->cache_size_opt, &cfg->cache_size) < 0) {
@@ -412,6 +434,8 @@ void config_clear(struct config *cfg)
 	free(cfg->fsync_opt);
 	free(cfg->cache_size_opt);
 	free(cfg->stall_timeout_opt);
+	free(cfg->max_task_json_opt);
+	free(cfg->max_depth_opt);
 	free(cfg->task_url);
 	free(cfg->progress_url);
 	free(cfg->transcripts_opt);
@@ -461,6 +485,10 @@ void config_print_help(void)
 	    "                           S seconds after its upload as "
 	    "missing\n"
 	    "                           (default 3600)\n"
+	    "    -o max_task_json=SIZE  longest task answer read (default\n"
+	    "                           32M, up to 256M)\n"
+	    "    -o max_depth=N         directory levels allowed below the\n"
+	    "                           mount (default 64)\n"
 	    "    -o temp_names=PATS     names held back until renamed:\n"
 	    "                           fnmatch patterns separated by '/'\n"
 	    "                           (default: rsync, download, GIO and\n"

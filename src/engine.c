@@ -348,7 +348,7 @@ static char *build_metadata(const struct engine *e, const struct node *n)
 {
 	struct tus_meta_pair pairs[5];
 	const char *type = meta_mime_type(n->name);
-	char rel[4096];
+	char rel[CATALOG_MAX_RELPATH + 1];
 	size_t k = 0;
 	int len;
 

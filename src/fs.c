@@ -227,6 +227,41 @@ static int resolve(struct tusfs *t, const char *path,
 }
 
 /*
+ * Whether an entry called name (a directory when dir_levels is 1, or n
+ * moved there) fits below dir: within max_depth directory levels, and its
+ * paths within CATALOG_MAX_RELPATH, so that relativePath always goes to
+ * the server whole. Lock held.
+ */
+static int check_room(const struct tusfs *t, const struct node *dir,
+		      const char *name, unsigned levels, const struct node *n)
+{
+	char rel[CATALOG_MAX_RELPATH + 1];
+	size_t longest = strlen(name);
+	int len = 0;
+
+	if (n) {
+		catalog_extent(n, &levels, &longest);
+		longest += strlen(name) - strlen(n->name);
+	}
+	if (catalog_depth(dir) + levels > t->max_depth) {
+		log_warn("'%s': refused: more than max_depth=%u directory "
+			 "levels",
+			 name, t->max_depth);
+		return -ENAMETOOLONG;
+	}
+	if (dir->parent)
+		len = catalog_relpath(dir, rel, sizeof(rel));
+	if (len < 0 ||
+	    (size_t)len + (len ? 1 : 0) + longest > CATALOG_MAX_RELPATH) {
+		log_warn("'%s': refused: a path below the mount would be "
+			 "longer than %d bytes",
+			 name, CATALOG_MAX_RELPATH);
+		return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+/*
  * Whether an entry called name may appear in dir (as n, when it is a
  * rename): not over a sidecar's name, and, for a file, not where a real
  * entry already has one of its sidecars' names. Lock held.
@@ -386,6 +421,8 @@ static int tfs_mkdir(const char *path, mode_t mode)
 	if (rc == 0)
 		rc = check_name(t, parent, name, false, NULL);
 	if (rc == 0)
+		rc = check_room(t, parent, name, 1, NULL);
+	if (rc == 0)
 		rc = catalog_add(t->cat, parent, name, S_IFDIR | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);
 	if (rc == 0)
@@ -466,6 +503,9 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 			rc = -EINVAL; /* into its own subtree */
 			goto out;
 		}
+	rc = check_room(t, dir, name, 0, n);
+	if (rc < 0)
+		goto out;
 	victim = catalog_child(dir, name);
 	if (victim && victim != n) {
 		if (flags & RENAME_NOREPLACE)
@@ -544,6 +584,8 @@ static int tfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	rc = catalog_lookup_parent(t->cat, path, &parent, &name);
 	if (rc == 0)
 		rc = check_name(t, parent, name, true, NULL);
+	if (rc == 0)
+		rc = check_room(t, parent, name, 0, NULL);
 	if (rc == 0)
 		rc = catalog_add(t->cat, parent, name, S_IFREG | (mode & 07777),
 				 ctx->uid, ctx->gid, &n);

@@ -163,11 +163,13 @@ static int run(struct config *cfg, struct fuse_args *args,
 	struct poller_config pc = {
 	    .transcripts = cfg->transcripts,
 	    .task_timeout_s = cfg->task_timeout_s,
+	    .max_task_json = (size_t)cfg->max_task_json,
 	    .delete_remote = cfg->delete_remote,
 	    .state_dir = cfg->state_dir,
 	};
 	struct tusfs t = {.chunk_size = cfg->chunk_size,
-			  .fsync_local = cfg->fsync_local};
+			  .fsync_local = cfg->fsync_local,
+			  .max_depth = cfg->max_depth};
 	char origin[512];
 	struct journal_stats js;
 	struct fuse *fuse = NULL;

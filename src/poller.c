@@ -56,6 +56,7 @@ struct poller {
 	char *task_url, *progress_url;
 	bool transcripts;
 	long task_timeout_s;
+	size_t max_task_json;
 	struct http_curl_config http;
 	int dirfd; /* STATE/transcripts */
 	pthread_t threads[THREADS];
@@ -307,6 +308,8 @@ static void poll_once(struct poller *p, struct http *h, const struct node *n,
 	char url[MAX_URL], message[512] = "", why[256];
 	struct http_response resp;
 	struct task_result r;
+	bool mib = p->max_task_json % (1 << 20) == 0;
+	int rc;
 
 	out->kind = POLL_ERROR;
 	out->percent = -1;
@@ -314,8 +317,18 @@ static void poll_once(struct poller *p, struct http *h, const struct node *n,
 		out->message = strdup("the task URL is too long");
 		return;
 	}
-	if (call(h, "GET", url, TASK_MAX_BODY, &resp, message,
-		 sizeof(message)) < 0)
+	rc = call(h, "GET", url, p->max_task_json, &resp, message,
+		  sizeof(message));
+	if (rc == -EMSGSIZE)
+		/* Name the option: the answer may be a real, long transcript.
+		 */
+		snprintf(
+		    message, sizeof(message),
+		    "the task's answer is larger than max_task_json=%zu%s; "
+		    "ignored",
+		    mib ? p->max_task_json >> 20 : p->max_task_json,
+		    mib ? "M" : "");
+	if (rc < 0)
 		goto out;
 	if (resp.status == 404) {
 		out->kind = POLL_NOT_FOUND;
@@ -341,9 +354,8 @@ static void poll_once(struct poller *p, struct http *h, const struct node *n,
 		snprintf(message, sizeof(message), "%s",
 			 r.error ? r.error : "the server gave no reason");
 		break;
-	case TASK_COMPLETED: {
-		int rc = store(p, n, &r, out->sizes);
-
+	case TASK_COMPLETED:
+		rc = store(p, n, &r, out->sizes);
 		if (rc < 0)
 			snprintf(message, sizeof(message),
 				 "cannot store the transcript: %s",
@@ -351,7 +363,6 @@ static void poll_once(struct poller *p, struct http *h, const struct node *n,
 		else
 			out->kind = POLL_COMPLETED;
 		break;
-	}
 	}
 	task_result_clear(&r);
 out:
@@ -812,6 +823,7 @@ struct poller *poller_create(const struct poller_config *cfg,
 	p->journal = cfg->journal;
 	p->transcripts = cfg->transcripts;
 	p->task_timeout_s = cfg->task_timeout_s;
+	p->max_task_json = cfg->max_task_json;
 	p->delete_remote = cfg->delete_remote;
 	p->http = cfg->http;
 	p->http.abort_all = &p->abort_all;

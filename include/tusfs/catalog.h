@@ -254,11 +254,25 @@ int catalog_rename(struct catalog *cat, struct node *n, struct node *dir,
 void catalog_get(struct node *n);
 void catalog_put(struct catalog *cat, struct node *n);
 
+/* Longest path below the root an entry may have: it goes to the server
+ * whole, as relativePath. */
+#define CATALOG_MAX_RELPATH 4095
+
 /*
  * Writes n's path relative to the root ("dir/sub/name") into buf.
  * Returns its length, or -ENAMETOOLONG.
  */
 int catalog_relpath(const struct node *n, char *buf, size_t size);
+
+/* The directory levels from the root down to dir (the root: 0). */
+unsigned catalog_depth(const struct node *dir);
+
+/*
+ * What n brings wherever it goes: *levels, the directory levels it holds
+ * (n included: 0 for a file), and *longest, the length of its longest path
+ * from its own name down. Lock held.
+ */
+void catalog_extent(const struct node *n, unsigned *levels, size_t *longest);
 
 /* Sets all three times of n to now. */
 void catalog_touch(struct node *n);

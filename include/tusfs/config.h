@@ -21,6 +21,9 @@
 #define CONFIG_DEFAULT_CACHE	      (1024ULL * 1024 * 1024)
 #define CONFIG_DEFAULT_STALL_S	      60
 #define CONFIG_DEFAULT_TASK_TIMEOUT_S 3600
+#define CONFIG_DEFAULT_DEPTH	      64
+/* "a/" repeated fills CATALOG_MAX_RELPATH at this depth. */
+#define CONFIG_MAX_DEPTH 2048
 /* Temporary names tools write before renaming to the final one: rsync's
  * .NAME.<six random characters>, downloads, GIO's .goutputstream-*, editors'
  * backups and locks, macOS's ._ files. fnmatch patterns separated by '/', the
@@ -52,6 +55,10 @@ struct config {
 	bool transcripts;
 	/* Seconds a task may stay missing after its upload. */
 	long task_timeout_s;
+	/* Longest task answer read (-o max_task_json). */
+	uint64_t max_task_json;
+	/* Directory levels allowed below the root (-o max_depth). */
+	unsigned max_depth;
 	/* Temporary-name patterns (-o temp_names), '/'-separated; "" none. */
 	char *temp_names;
 	/* Unlinking an uploaded file also deletes its task (-o
@@ -70,6 +77,8 @@ struct config {
 	char *stall_timeout_opt;
 	char *transcripts_opt;
 	char *task_timeout_opt;
+	char *max_task_json_opt;
+	char *max_depth_opt;
 };
 
 /*

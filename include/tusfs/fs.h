@@ -27,6 +27,8 @@ struct tusfs {
 	uint64_t chunk_size;
 	/* fsync only syncs the spool (-o fsync=local). */
 	bool fsync_local;
+	/* Directory levels allowed below the root (-o max_depth). */
+	unsigned max_depth;
 };
 
 struct fuse_operations;

@@ -27,6 +27,8 @@ struct poller_config {
 	bool transcripts;
 	/* How long a task may be missing (404) after its upload. */
 	long task_timeout_s;
+	/* Longest task answer read; a longer one is a poll error. */
+	size_t max_task_json;
 	/* poller_delete_task deletes tasks (-o delete_remote). */
 	bool delete_remote;
 	/* Where STATE/transcripts lives. */

@@ -14,8 +14,11 @@
 #include <jansson.h>
 #include <stddef.h>
 
-/* Largest task answer read; a longer one is refused (and not buffered). */
-#define TASK_MAX_BODY (32 * 1024 * 1024)
+/* Task answers read by default (-o max_task_json); a longer one is refused
+ * and not buffered. */
+#define TASK_DEFAULT_BODY (32 * 1024 * 1024)
+/* The most -o max_task_json may allow, and task_parse()'s own ceiling. */
+#define TASK_MAX_BODY (256 * 1024 * 1024)
 
 /* Largest segment time accepted, in seconds (over 31 years). */
 #define TASK_MAX_SECONDS 1e9

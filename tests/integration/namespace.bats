@@ -16,6 +16,59 @@ teardown() {
 	common_teardown
 }
 
+@test "past max_depth levels, mkdir, create and rename fail with ENAMETOOLONG; what fits is uploaded" {
+	tusfs_mount max_depth=3,transcripts=off
+	mkdir -p "$MNT/a/b/c"
+	run mkdir "$MNT/a/b/c/d"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"File name too long"* ]]
+	# A file at the deepest level is fine.
+	echo deep >"$T/deep"
+	cp "$T/deep" "$MNT/a/b/c/deep.wav"
+	# A subtree is measured whole: x/y under a/b would be four levels.
+	mkdir -p "$MNT/x/y"
+	run mv "$MNT/x" "$MNT/a/b/x"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"File name too long"* ]]
+	[ -d "$MNT/x/y" ]
+	mv "$MNT/x" "$MNT/a/x"
+	[ -d "$MNT/a/x/y" ]
+	grep -q "'d': refused: more than max_depth=3 directory levels" "$DLOG"
+	wait_complete 1
+	assert_stored deep.wav "$T/deep"
+	[ "$(inspect --no-hash | cut -f8)" = "a/b/c/deep.wav" ]
+}
+
+@test "a path below the mount fits in 4095 bytes, so relativePath always goes whole" {
+	tusfs_mount transcripts=off
+	local d f g
+	d=$(printf 'd%.0s' $(seq 250))
+	f=$(printf 'f%.0s' $(seq 75)).wav
+	g=$(printf 'g%.0s' $(seq 76)).wav
+	echo whole >"$T/src"
+	# Sixteen levels of 250-byte names, reached one step at a time: the
+	# whole path is past what one system call takes (PATH_MAX).
+	(
+		cd "$MNT"
+		for _ in $(seq 16); do
+			mkdir "$d"
+			cd "$d"
+		done
+		# 16 * 251 + 79 = 4095 bytes: fits.
+		cp "$T/src" "$f"
+		# One byte more does not.
+		! cp "$T/src" "$g" 2>"$T/err" || false
+		grep -q "File name too long" "$T/err"
+	)
+	grep -q "refused: a path below the mount would be longer than 4095 bytes" "$DLOG"
+	wait_complete 1
+	assert_stored "$f" "$T/src"
+	local rel
+	rel=$(inspect --no-hash | cut -f8)
+	[ "${#rel}" -eq 4095 ]
+	[ "$rel" = "$(printf "$d/%.0s" $(seq 16))$f" ]
+}
+
 @test "uploads from a subfolder carry relativePath" {
 	tusfs_mount
 	mkdir -p "$MNT/2026/jan"

@@ -264,11 +264,36 @@ mask_times() {
 		case $kind in
 		html | truncated) [[ "$problem" == *"not JSON"* ]] ;;
 		types) [[ "$problem" == *"'status'"* ]] ;;
-		huge) [[ "$problem" == *"larger than 32 MiB"* ]] ;;
+		huge) [[ "$problem" == *"larger than max_task_json=32M"* ]] ;;
 		segments) [[ "$problem" == *"segment"* ]] ;;
 		esac
 		[ -s "$MNT/$kind.wav.txt" ]
 	done
+}
+
+@test "a task answer over max_task_json is a poll error naming it; a remount with the default reads it" {
+	backend_start --task-delay 0 --task-step-ms 50
+	tusfs_mount max_task_json=1K
+	media "$T/a.wav" 40 12
+	cp "$T/a.wav" "$MNT/a.wav"
+	local id p= deadline=$((SECONDS + 30))
+	id=$(xattr task_id a.wav)
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		p=$(field "$MNT/a.wav.status" j.transcription.poll_error)
+		[[ "$p" == *"larger than max_task_json=1024; ignored"* ]] && break
+		sleep 0.2
+	done
+	[[ "$p" == *"larger than max_task_json=1024; ignored"* ]] || { echo "$p"; false; }
+	# The answer is complete and well over the limit, not garbage.
+	task_get "$id" >"$T/answer"
+	[ "$(jq -r .status "$T/answer")" = completed ]
+	[ "$(stat -c %s "$T/answer")" -gt 1024 ]
+	[ "$(xattr transcription a.wav)" != completed ]
+	[ ! -e "$MNT/a.wav.txt" ]
+	tusfs_unmount
+	tusfs_mount
+	wait_transcription a.wav completed
+	[ -s "$MNT/a.wav.txt" ]
 }
 
 @test "transcripts=off keeps .status, shows no transcripts and never polls" {

@@ -69,6 +69,8 @@ TEST(defaults)
 	ASSERT(cfg.language == NULL);
 	ASSERT_STREQ(cfg.temp_names, CONFIG_DEFAULT_TEMP_NAMES);
 	ASSERT(!cfg.delete_remote);
+	ASSERT_EQ(cfg.max_task_json, 32 << 20);
+	ASSERT_EQ(cfg.max_depth, 64);
 	config_clear(&cfg);
 }
 
@@ -90,8 +92,11 @@ TEST(options)
 	struct config cfg;
 
 	ASSERT_EQ(parse(&cfg, "chunk_size=1M,max_uploads=8,language=lv,"
-			      "state_dir=/s,log_level=debug,fsync=local"),
+			      "state_dir=/s,log_level=debug,fsync=local,"
+			      "max_task_json=64K,max_depth=3"),
 		  0);
+	ASSERT_EQ(cfg.max_task_json, 64 << 10);
+	ASSERT_EQ(cfg.max_depth, 3);
 	ASSERT_EQ(cfg.chunk_size, 1ULL << 20);
 	ASSERT_EQ(cfg.max_uploads, 8);
 	ASSERT_STREQ(cfg.language, "lv");
@@ -104,10 +109,11 @@ TEST(options)
 TEST(refusals)
 {
 	const char *bad[] = {
-	    "chunk_size=1K", "chunk_size=5G",  "chunk_size=lots",
-	    "max_uploads=0", "max_uploads=65", "log_level=loud",
-	    "fsync=maybe",   "language=",      "temp_names=a//b",
-	    "temp_names=/a", "temp_names=a/"};
+	    "chunk_size=1K",	  "chunk_size=5G",  "chunk_size=lots",
+	    "max_uploads=0",	  "max_uploads=65", "log_level=loud",
+	    "fsync=maybe",	  "language=",	    "temp_names=a//b",
+	    "temp_names=/a",	  "temp_names=a/",  "max_task_json=1000",
+	    "max_task_json=257M", "max_depth=0",    "max_depth=2049"};
 	struct config cfg;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -360,7 +360,8 @@ TEST(bad_answer_edges)
 	    task_parse(huge, (size_t)TASK_MAX_BODY + 1, &r, why, sizeof(why)),
 	    -EBADMSG);
 	free(huge);
-	ASSERT_STREQ(why, "answer is 33554433 bytes, over the 33554432 limit");
+	ASSERT_STREQ(why,
+		     "answer is 268435457 bytes, over the 268435456 limit");
 	ASSERT(is_empty(&r));
 }
 

@@ -5,6 +5,7 @@
  */
 #include "tusfs_setup.h"
 #include "tusfs/spool.h"
+#include "tusfs/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -42,6 +43,37 @@ static int mkdir_p(const char *path, mode_t mode)
 	if (mkdir(buf, mode) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+/*
+ * The state directory holds recordings and their names: 0700 and ours,
+ * even when it was made by hand (or by an older tusfs) with a looser mode.
+ */
+static int make_private(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct stat st;
+	int rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+	} else if (st.st_uid != geteuid()) {
+		log_error("state directory '%s' belongs to uid %u, not to "
+			  "this user",
+			  dir, (unsigned)st.st_uid);
+		rc = -EPERM;
+	} else if (st.st_mode & 077) {
+		if (fchmod(fd, 0700) < 0)
+			rc = -errno;
+		else
+			log_warn("state directory '%s' was mode %03o; it is "
+				 "0700 now",
+				 dir, (unsigned)(st.st_mode & 0777));
+	}
+	close(fd);
+	return rc;
 }
 
 /* Calls fn for each spool file's id; stops at the first non-zero. */
@@ -135,6 +167,8 @@ struct spool *spool_open_dir(const char *dir, uint64_t *max_id, int *err)
 		return NULL;
 	}
 	*err = mkdir_p(path, 0700);
+	if (*err == 0)
+		*err = make_private(dir);
 	if (*err < 0)
 		return NULL;
 	s = calloc(1, sizeof(*s));

@@ -17,7 +17,9 @@
 struct spool;
 
 /*
- * Opens (creating, mode 0700) dir/spool. *max_id is set to the highest file
+ * Opens (creating, mode 0700) dir/spool. dir itself, the state directory,
+ * is made private: a loose mode is set to 0700 (and logged), another
+ * user's directory is refused (-EPERM). *max_id is set to the highest file
  * id already there (0 if none), so new ids never reuse a leftover file.
  */
 struct spool *spool_open_dir(const char *dir, uint64_t *max_id, int *err);

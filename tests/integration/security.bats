@@ -112,6 +112,20 @@ stored_complete() {
 	! grep " $MNT fuse" /proc/mounts | grep -q allow_other || false
 }
 
+@test "a state directory made by hand with a loose mode is tightened; another user's is refused" {
+	backend_start
+	mkdir -m 0755 "$STATE"
+	tusfs_mount transcripts=off
+	[ "$(stat -c %a "$STATE")" = 700 ]
+	grep -q "state directory '$STATE' was mode 755; it is 0700 now" "$DLOG"
+	tusfs_unmount
+	chown nobody "$STATE"
+	run timeout 20 "$TUSFS_BIN" -f -o "state_dir=$STATE,transcripts=off" "$ENDPOINT" "$MNT"
+	[ "$status" -ne 0 ]
+	[[ "$output" == *"belongs to uid $(id -u nobody), not to this user"* ]]
+	! mounted || false
+}
+
 # hostile KIND PATTERN: the first answer of KIND fails the upload (or one
 # try of it) with a log line matching PATTERN; the daemon stays up and
 # exits cleanly, and a remount against an honest server stores every byte.

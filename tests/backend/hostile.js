@@ -12,6 +12,7 @@
 //   location-empty     POST: 201 with an empty Location
 //   location-huge      POST: 201 with a 9 000-byte Location
 //   location-control   POST: 201 with a Location holding a control byte
+//   location-file      POST: 201 with a file:// Location
 //   location-foreign   POST: created as usual, but the Location names
 //                      another origin (localhost for 127.0.0.1) that
 //                      reaches this same server
@@ -23,13 +24,16 @@
 //   redirect-patch     PATCH: 307 to the same URL
 //   drip               PATCH: a 200 whose 100 000-byte body comes one
 //                      byte every 500 ms, until the client gives up
+//   body-endless       PATCH: a 200 whose body has no length and comes as
+//                      fast as the client reads, up to 64 MiB
 
 import { TUS_PATH, drain, onTusRoute, rewriteHeader } from './http-util.js';
 
 export const HOSTILE_KINDS = [
   'location-missing', 'location-empty', 'location-huge', 'location-control',
-  'location-foreign', 'offset-garbage', 'offset-negative', 'offset-beyond',
-  'offset-backwards', 'headers-huge', 'redirect-patch', 'drip',
+  'location-file', 'location-foreign', 'offset-garbage', 'offset-negative',
+  'offset-beyond', 'offset-backwards', 'headers-huge', 'redirect-patch', 'drip',
+  'body-endless',
 ];
 
 function raw(ctx, status, headers) {
@@ -54,6 +58,26 @@ function drip(ctx, offset) {
     left -= 1;
   }, 500);
   sock.once('close', () => clearInterval(timer));
+}
+
+// A body that ends only when the connection does (or at 64 MiB, to stay
+// bounded), written as fast as the socket drains.
+function endless(ctx, offset) {
+  const sock = ctx.req.socket;
+  const piece = Buffer.alloc(64 * 1024, 'x');
+  let left = 1024;
+  sock.write(`HTTP/1.1 200 OK\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: ${offset}\r\n` +
+    'Connection: close\r\n\r\n');
+  const pump = () => {
+    while (left > 0 && !sock.destroyed) {
+      left -= 1;
+      if (!sock.write(piece)) return;
+    }
+    sock.end();
+  };
+  sock.on('drain', pump);
+  sock.on('error', () => {});
+  pump();
 }
 
 export function makeHostile(kind, count) {
@@ -88,6 +112,8 @@ export function makeHostile(kind, count) {
       case 'location-control':
         return raw(ctx, '201 Created',
           [`Location: ${origin}${TUS_PATH}/ab\x01cd`, 'Upload-Offset: 0']);
+      case 'location-file':
+        return raw(ctx, '201 Created', ['Location: file:///etc/passwd', 'Upload-Offset: 0']);
       case 'offset-garbage':
         return raw(ctx, '204 No Content', ['Upload-Offset: 12abc']);
       case 'offset-negative':
@@ -105,6 +131,8 @@ export function makeHostile(kind, count) {
         return raw(ctx, '307 Temporary Redirect', [`Location: ${origin}${url.pathname}`]);
       case 'drip':
         return drip(ctx, offset);
+      case 'body-endless':
+        return endless(ctx, offset + length);
       default:
         throw new Error(`unknown hostile kind ${kind}`);
     }

@@ -152,8 +152,9 @@ hostile() {
 	backend_stop
 }
 
-@test "hostile Location headers: missing, empty, over 8 KiB, control bytes" {
+@test "hostile Location headers: missing, empty, over 8 KiB, control bytes, file://" {
 	hostile location-missing "POST: HTTP 201 with a missing or invalid Location"
+	hostile location-file "POST: HTTP 201 with a missing or invalid Location"
 	hostile location-empty "POST: HTTP 201 with a missing or invalid Location"
 	hostile location-huge "POST: HTTP 201 with a missing or invalid Location"
 	hostile location-control "POST: HTTP 201 with a missing or invalid Location"
@@ -166,10 +167,11 @@ hostile() {
 	hostile offset-backwards "PATCH: server moved the offset from [1-9][0-9]* to [0-9]+ after"
 }
 
-@test "hostile answers: 70 KiB of headers, a redirect on PATCH, a slowloris drip" {
+@test "hostile answers: 70 KiB of headers, a redirect on PATCH, a slowloris drip, an endless body" {
 	hostile headers-huge "answer headers larger than 65536 bytes"
 	hostile redirect-patch "PATCH: HTTP 307"
 	hostile drip "[Tt]oo slow|[Oo]peration too slow"
+	hostile body-endless "answer larger than 1048576 bytes"
 }
 
 # hex TEXT: TEXT's bytes in hex, on one line.

@@ -7,13 +7,16 @@
 # check. sox, pocketsphinx, pocketsphinx-en-us:
 # the backend's --transcriber pocketsphinx; espeak-ng: speech to feed it.
 # clang and libfuzzer-14-dev: the fuzz targets (scripts/fuzz.sh).
+# clang-tidy (clang 14's): static analysis of src/ (.clang-tidy); valgrind:
+# memcheck over the unit tests and a daemon session (scripts/valgrind.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config libfuse3-dev fuse3
 	libcurl4-openssl-dev libjansson-dev libxxhash-dev bats nodejs npm openssl
 	clang-format cppcheck curl attr jq rsync libglib2.0-bin man-db bsdextrautils
-	sox pocketsphinx pocketsphinx-en-us espeak-ng clang libfuzzer-14-dev)
+	sox pocketsphinx pocketsphinx-en-us espeak-ng clang libfuzzer-14-dev
+	clang-tidy valgrind)
 
 missing=()
 for p in "${packages[@]}"; do

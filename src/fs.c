@@ -496,7 +496,7 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 		rc = catalog_lookup_parent(t->cat, to, &dir, &name);
 	if (rc == 0)
 		rc = check_name(t, dir, name, S_ISREG(n->mode), n);
-	if (rc < 0)
+	if (rc != 0)
 		goto out;
 	for (struct node *p = dir; p; p = p->parent)
 		if (p == n) {

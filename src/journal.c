@@ -241,6 +241,13 @@ static bool valid_task_id(const char *s)
 	return s[META_UUID_LEN] == '\0';
 }
 
+/*
+ * Stores one field of a record in e. 0 or -errno (-EBADMSG for a bad
+ * length or value). One case per tag, so it is longer than STYLE.md's 80
+ * statements: split, the record format would be spread over several
+ * functions.
+ */
+/* NOLINTNEXTLINE(readability-function-size) */
 static int decode_field(struct journal_entry *e, unsigned tag,
 			const unsigned char *v, size_t len)
 {
@@ -938,7 +945,7 @@ static int scan(struct journal *j, struct found *f)
 		free(buf);
 		if (rc == -ENOMEM)
 			break;
-		if (rc < 0) {
+		if (rc != 0) {
 			log_error("journal record %llu is damaged (%s); its "
 				  "entry is not restored, its spool file is "
 				  "kept",
@@ -1174,6 +1181,7 @@ static int build(struct journal *j, struct found *f, struct spool *spool)
 	for (size_t i = 0; i < f->count; i++)
 		if (f->e[i].seq > j->seq)
 			j->seq = f->e[i].seq;
+	/* Pointers, not nodes: NOLINTNEXTLINE(bugprone-sizeof-expression) */
 	f->nodes = calloc(f->count + 1, sizeof(*f->nodes));
 	f->attached = calloc(f->count + 1, sizeof(*f->attached));
 	if (!f->nodes || !f->attached)

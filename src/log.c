@@ -60,22 +60,22 @@ void log_set_secret(const char *s)
 }
 
 /*
- * Copies msg into out (of size n) with every occurrence of sec (when not
+ * Copies src into out (of size n) with every occurrence of sec (when not
  * NULL) replaced by "***", and every control character written as
  * log_escape() says. Truncates rather than overflow, never inside a
  * replacement. Returns the length written.
  */
-static size_t clean(const char *msg, const char *sec, char *out, size_t n)
+static size_t clean(const char *src, const char *sec, char *out, size_t n)
 {
 	size_t slen = sec ? strlen(sec) : 0;
 	size_t o = 0;
 
-	while (*msg) {
-		unsigned char c = (unsigned char)*msg;
+	while (*src) {
+		unsigned char c = (unsigned char)*src;
 		char rep[8];
 		size_t rlen = 1, skip = 1;
 
-		if (slen && strncmp(msg, sec, slen) == 0) {
+		if (slen && strncmp(src, sec, slen) == 0) {
 			rlen = 3;
 			memcpy(rep, "***", rlen);
 			skip = slen;
@@ -92,7 +92,7 @@ static size_t clean(const char *msg, const char *sec, char *out, size_t n)
 			break;
 		memcpy(out + o, rep, rlen);
 		o += rlen;
-		msg += skip;
+		src += skip;
 	}
 	out[o] = '\0';
 	return o;

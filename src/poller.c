@@ -540,7 +540,7 @@ static void delete_task(struct poller *p, struct http *h, const char *id)
 
 	if (expand(p->task_url, id, url, sizeof(url) - strlen("/delete")) < 0)
 		return;
-	strcat(url, "/delete");
+	memcpy(url + strlen(url), "/delete", sizeof("/delete"));
 	if (call(h, "DELETE", url, PROGRESS_BODY, &resp, message,
 		 sizeof(message)) < 0)
 		log_warn("task %s: not deleted: %s", id, message);
@@ -813,6 +813,7 @@ struct poller *poller_create(const struct poller_config *cfg,
 {
 	struct poller *p = calloc(1, sizeof(*p));
 	char path[4096];
+	int n;
 
 	if (!p) {
 		*err = -ENOMEM;
@@ -834,7 +835,11 @@ struct poller *poller_create(const struct poller_config *cfg,
 		*err = -ENOMEM;
 		goto fail;
 	}
-	snprintf(path, sizeof(path), "%s/transcripts", cfg->state_dir);
+	n = snprintf(path, sizeof(path), "%s/transcripts", cfg->state_dir);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		*err = -ENAMETOOLONG;
+		goto fail;
+	}
 	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
 		*err = -errno;
 		goto fail;

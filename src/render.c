@@ -451,7 +451,7 @@ static json_t *bytes_new(uint64_t n)
 /* confirmed * 100 / total floored to a tenth; null when total is 0. */
 static json_t *percent_new(uint64_t confirmed, uint64_t total)
 {
-	uint64_t whole, rem;
+	uint64_t whole, rem, permille;
 
 	if (!total)
 		return json_null();
@@ -464,7 +464,8 @@ static json_t *percent_new(uint64_t confirmed, uint64_t total)
 	}
 	if (whole > UINT64_MAX / 1000)
 		return json_real((double)whole * 100);
-	return json_real((double)(whole * 1000 + rem * 1000 / total) / 10);
+	permille = whole * 1000 + rem * 1000 / total;
+	return json_real((double)permille / 10);
 }
 
 static json_t *transcription_new(const struct status_view *v)

@@ -20,6 +20,7 @@
 #include "tusfs_setup.h"
 #include "tusfs/task.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -139,6 +140,8 @@ static int normalize(json_t *str)
 		return json_string_setn_nocheck(str, s + a, b - a) < 0 ? -ENOMEM
 								       : 0;
 	}
+	/* Not empty: memchr found a line break in it. */
+	assert(b > a);
 	tmp = malloc(b - a);
 	if (!tmp)
 		return -ENOMEM;

@@ -192,8 +192,8 @@ static size_t base64_encode(const unsigned char *in, size_t n, char *out)
 			v |= in[i + 2];
 		out[o++] = tbl[(v >> 18) & 63];
 		out[o++] = tbl[(v >> 12) & 63];
-		out[o++] = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < n ? tbl[v & 63] : '=';
+		out[o++] = (char)(i + 1 < n ? tbl[(v >> 6) & 63] : '=');
+		out[o++] = (char)(i + 2 < n ? tbl[v & 63] : '=');
 	}
 	return o;
 }
@@ -251,7 +251,7 @@ static void excerpt(const struct http_response *resp, char *dst, size_t n)
 	for (size_t i = 0; i < resp->body_len && o + 1 < n; i++) {
 		unsigned char ch = (unsigned char)resp->body[i];
 
-		dst[o++] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;
+		dst[o++] = (char)((ch < 0x20 || ch == 0x7f) ? ' ' : ch);
 	}
 	while (o > 0 && dst[o - 1] == ' ')
 		o--;
@@ -324,6 +324,8 @@ static enum tus_outcome perform(struct tus_client *c, const char *method,
 
 	memset(st, 0, sizeof(*st));
 	st->retry_after = -1;
+	/* Cleared on every path, this early one included. */
+	memset(resp, 0, sizeof(*resp));
 	if (h->failed) {
 		headers_clear(h);
 		return fail(st, TUS_RETRY, -ENOMEM, "%s: out of memory",

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one test command: installs what is missing, builds a Debug and a
-# Sanitize (ASan+UBSan) tree with -Werror, checks formatting and cppcheck,
-# runs the unit tests in both trees, a short smoke run of the fuzz targets
-# and the bats integration suite against the sanitized daemon, and ends
-# with "N passed, M failed".
+# Sanitize (ASan+UBSan) tree with -Werror, checks formatting, cppcheck and
+# clang-tidy, runs the unit tests in both trees, a short smoke run of the
+# fuzz targets, the unit tests and a daemon session under valgrind
+# (scripts/valgrind.sh) and the bats integration suite against the
+# sanitized daemon, and ends with "N passed, M failed".
 #
 # Usage: scripts/test.sh [bats filter regex]
 set -uo pipefail
@@ -53,6 +54,12 @@ clang-format --dry-run --Werror $files
 record "clang-format" $?
 cppcheck --enable=warning,portability --error-exitcode=1 -q -I include src/
 record "cppcheck src/" $?
+# .clang-tidy says which checks and why; any finding fails.
+tidy=$(printf '%s\n' src/*.c | xargs -P"$(nproc)" -n1 clang-tidy --quiet \
+	-p build/ci-debug --warnings-as-errors='*' 2>&1)
+rc=$?
+[ "$rc" -eq 0 ] || echo "$tidy" | grep -v 'warnings\? generated\.$'
+record "clang-tidy src/" "$rc"
 
 # A '! cmd' in the middle of a bats test asserts nothing (errexit ignores
 # a negated command), so each one ends in '|| false'.
@@ -62,6 +69,10 @@ record "bats negations assert" $?
 # A short fuzz run of every parser target (scripts/fuzz.sh runs longer).
 ./scripts/fuzz.sh 10
 record "fuzz smoke" $?
+
+# Memcheck: every unit test and a daemon session, no errors, no leaks.
+./scripts/valgrind.sh
+record "valgrind" $?
 
 export TUSFS_BIN=$root/build/ci-sanitize/tusfs
 filter=()

@@ -483,6 +483,7 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct tusfs *t = fs();
 	struct node *n, *dir, *victim;
+	const struct node *p;
 	const char *name;
 	int rc, k;
 
@@ -498,12 +499,15 @@ static int tfs_rename(const char *from, const char *to, unsigned int flags)
 		rc = check_name(t, dir, name, S_ISREG(n->mode), n);
 	if (rc != 0)
 		goto out;
-	for (struct node *p = dir; p; p = p->parent)
-		if (p == n) {
-			rc = -EINVAL; /* into its own subtree */
-			goto out;
-		}
-	rc = check_room(t, dir, name, 0, n);
+	/* Not into its own subtree (a do loop: dir is never NULL). */
+	p = dir;
+	do {
+		if (p == n)
+			rc = -EINVAL;
+		p = p->parent;
+	} while (p && rc == 0);
+	if (rc == 0)
+		rc = check_room(t, dir, name, 0, n);
 	if (rc < 0)
 		goto out;
 	victim = catalog_child(dir, name);

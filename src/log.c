@@ -81,7 +81,9 @@ static size_t clean(const char *src, const char *sec, char *out, size_t n)
 			skip = slen;
 		} else if (c == '\n' || c == '\r' || c == '\t') {
 			rep[0] = '\\';
-			rep[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+			rep[1] = (char)(c == '\n'   ? 'n'
+					: c == '\r' ? 'r'
+						    : 't');
 			rlen = 2;
 		} else if (c < 0x20 || c == 0x7f) {
 			rlen = (size_t)snprintf(rep, sizeof(rep), "\\x%02x", c);

@@ -401,77 +401,37 @@ static void note_rate(struct node *n, uint64_t len)
 }
 
 /*
- * Carries out a CREATE or PATCH step, lock dropped around the request.
- * NEEDSWORK: 90 statements, over STYLE.md's 80; the handling of the
- * outcome could be a function of its own.
+ * Sends step's request (to url, or a creation with meta) with the lock
+ * dropped around it, and notes its rate. *new_url is a created upload's
+ * URL.
  */
-/* NOLINTNEXTLINE(readability-function-size) */
-static enum step_result send_step(struct worker *w, struct node *n,
-				  const struct plan_step *step)
+static enum tus_outcome send_request(struct worker *w, struct node *n,
+				     const struct plan_step *step,
+				     const char *url, const char *meta,
+				     char **new_url, uint64_t *offset,
+				     struct tus_status *st)
 {
 	struct engine *e = w->e;
-	bool create = step->action == PLAN_CREATE;
-	char *url, *meta;
 	struct counted_source src = {.fd.base = step->offset,
 				     .wire = &n->up.wire};
 	struct http_body body = {
 	    .read = counted_read, .arg = &src, .length = step->body_len};
-	struct tus_status st = {.retry_after = -1};
 	enum tus_outcome o;
-	uint64_t offset = 0;
-	char *new_url = NULL;
 
-	/* plan_next() creates first: it patches only an upload with a URL. */
-	assert(create || n->up.url);
-	url = create ? NULL : strdup(n->up.url);
-	meta = create ? build_metadata(e, n) : NULL;
-
-	/* The URL must survive a crash before the first PATCH goes: a lost
-	 * URL means sending every byte again. */
-	if (!create && !n->up.url_durable) {
-		int rc;
-
-		free(url);
-		rc = journal_sync(e->journal, n);
-		if (rc < 0) {
-			st.err = rc;
-			snprintf(st.message, sizeof(st.message),
-				 "cannot save the upload URL: %s",
-				 strerror(-rc));
-			return schedule_retry(e, n, &st);
-		}
-		/* The lock was dropped: plan again from what is now. */
-		n->up.url_durable = n->up.url != NULL;
-		return STEP_CONTINUE;
-	}
-	if ((create && !meta) || (!create && !url)) {
-		free(url);
-		free(meta);
-		st.err = -ENOMEM;
-		strcpy(st.message, "out of memory");
-		return schedule_retry(e, n, &st);
-	}
-	if (n->up.sent_mark < step->offset + step->body_len)
-		n->up.sent_mark = step->offset + step->body_len;
-	n->up.state = UPLOAD_UPLOADING;
-	n->up.req_base = step->offset;
-	atomic_store(&n->up.wire, 0);
-	clock_gettime(CLOCK_MONOTONIC, &n->up.req_start);
 	pthread_mutex_unlock(mutex(e));
-
 	src.fd.fd = spool_open(e->spool, n->ino, O_RDONLY);
 	if (src.fd.fd < 0) {
 		o = TUS_FATAL;
-		snprintf(st.message, sizeof(st.message),
+		snprintf(st->message, sizeof(st->message),
 			 "cannot open spool file: %s", strerror(-src.fd.fd));
-	} else if (create) {
+	} else if (!url) {
 		struct tus_create_req req = {
 		    .length = step->length,
 		    .metadata = meta,
 		    .body = step->body_len ? &body : NULL,
 		    .cancel = &n->up.cancel,
 		};
-		o = tus_create(w->tus, &req, &new_url, &offset, &st);
+		o = tus_create(w->tus, &req, new_url, offset, st);
 	} else {
 		struct tus_patch_req req = {
 		    .url = url,
@@ -480,17 +440,24 @@ static enum step_result send_step(struct worker *w, struct node *n,
 		    .length = step->length,
 		    .cancel = &n->up.cancel,
 		};
-		o = tus_patch(w->tus, &req, &offset, &st);
+		o = tus_patch(w->tus, &req, offset, st);
 	}
 	if (src.fd.fd >= 0)
 		close(src.fd.fd);
-	free(meta);
-
 	pthread_mutex_lock(mutex(e));
 	note_rate(n, o == TUS_OK ? step->body_len : 0);
+	return o;
+}
+
+/* Acts on the outcome o of step's request. Lock held. */
+static enum step_result take_outcome(struct engine *e, struct node *n,
+				     const struct plan_step *step,
+				     enum tus_outcome o, char *new_url,
+				     uint64_t offset, struct tus_status *st)
+{
 	switch (o) {
 	case TUS_OK:
-		if (create) {
+		if (new_url) {
 			n->up.url = new_url;
 			n->up.url_durable = false;
 			log_debug("'%s': created %s", n->name, new_url);
@@ -505,30 +472,75 @@ static enum step_result send_step(struct worker *w, struct node *n,
 		break;
 	case TUS_CONFLICT:
 	case TUS_GONE:
-		log_warn("'%s': %s", n->name, st.message);
-		if (++n->up.attempts > HOT_RETRIES) {
-			free(url);
-			return schedule_retry(e, n, &st);
-		}
+		log_warn("'%s': %s", n->name, st->message);
+		if (++n->up.attempts > HOT_RETRIES)
+			return schedule_retry(e, n, st);
 		if (o == TUS_GONE)
 			forget_upload(e, n);
 		else
 			n->up.need_head = true;
 		break;
 	case TUS_RETRY:
-		free(url);
-		return schedule_retry(e, n, &st);
+		return schedule_retry(e, n, st);
 	case TUS_FATAL:
-		fail_upload(e, n, st.message);
-		free(url);
+		fail_upload(e, n, st->message);
 		return STEP_IDLE;
 	case TUS_CANCELED:
 		/* Unlink or shutdown; what reached the server is unknown. */
 		n->up.need_head = n->up.url != NULL;
 		break;
 	}
-	free(url);
 	return STEP_CONTINUE;
+}
+
+/* Carries out a CREATE or PATCH step, lock dropped around the request. */
+static enum step_result send_step(struct worker *w, struct node *n,
+				  const struct plan_step *step)
+{
+	struct engine *e = w->e;
+	bool create = step->action == PLAN_CREATE;
+	struct tus_status st = {.retry_after = -1};
+	enum tus_outcome o;
+	uint64_t offset = 0;
+	char *url, *meta, *new_url = NULL;
+
+	/* The URL must survive a crash before the first PATCH goes: a lost
+	 * URL means sending every byte again. */
+	if (!create && !n->up.url_durable) {
+		int rc = journal_sync(e->journal, n);
+
+		if (rc < 0) {
+			st.err = rc;
+			snprintf(st.message, sizeof(st.message),
+				 "cannot save the upload URL: %s",
+				 strerror(-rc));
+			return schedule_retry(e, n, &st);
+		}
+		/* The lock was dropped: plan again from what is now. */
+		n->up.url_durable = n->up.url != NULL;
+		return STEP_CONTINUE;
+	}
+	/* plan_next() creates first: it patches only an upload with a URL. */
+	assert(create || n->up.url);
+	url = create ? NULL : strdup(n->up.url);
+	meta = create ? build_metadata(e, n) : NULL;
+	if ((create && !meta) || (!create && !url)) {
+		free(url);
+		free(meta);
+		st.err = -ENOMEM;
+		strcpy(st.message, "out of memory");
+		return schedule_retry(e, n, &st);
+	}
+	if (n->up.sent_mark < step->offset + step->body_len)
+		n->up.sent_mark = step->offset + step->body_len;
+	n->up.state = UPLOAD_UPLOADING;
+	n->up.req_base = step->offset;
+	atomic_store(&n->up.wire, 0);
+	clock_gettime(CLOCK_MONOTONIC, &n->up.req_start);
+	o = send_request(w, n, step, url, meta, &new_url, &offset, &st);
+	free(url);
+	free(meta);
+	return take_outcome(e, n, step, o, new_url, offset, &st);
 }
 
 /* Drops n's spool from the cache list (it is rewritten, or gone). */

@@ -152,7 +152,8 @@ mask_times() {
 		[ "$status" -ne 0 ]
 		run touch "$p"
 		[ "$status" -ne 0 ]
-		[ -e "$p" ] && [ ! -e "$MNT/moved" ]
+		[ -e "$p" ]
+		[ ! -e "$MNT/moved" ]
 		[ "$(stat -c %a "$p")" = 444 ]
 		if [ "$f" != status ]; then
 			[ "$(sha "$p")" = "$before" ]
@@ -199,12 +200,18 @@ mask_times() {
 	[ -n "$txt" ]
 	mkdir "$MNT/done"
 	mv "$MNT/a.wav" "$MNT/done/b.wav"
-	[ ! -e "$MNT/a.wav.txt" ] && [ ! -e "$MNT/a.wav.status" ]
+	[ ! -e "$MNT/a.wav.txt" ]
+	[ ! -e "$MNT/a.wav.status" ]
 	[ "$(cat "$MNT/done/b.wav.txt")" = "$txt" ]
 	[ -e "$MNT/done/b.wav.json" ]
 	rm "$MNT/done/b.wav"
 	[ -z "$(ls "$MNT/done")" ]
-	# The stored transcripts went with it.
+	# The stored transcripts go with it, once the last reference to the
+	# file is dropped (the journal may hold one a moment longer).
+	for _ in $(seq 50); do
+		[ -z "$(ls "$STATE/transcripts")" ] && break
+		sleep 0.1
+	done
 	[ -z "$(ls "$STATE/transcripts")" ]
 }
 
@@ -233,7 +240,8 @@ mask_times() {
 		a=$(awk -v s="$stage" '$2 == s { print $1; exit }' "$T/server")
 		b=$(awk -v s="$stage" '$2 == s { print $1; exit }' "$T/side")
 		echo "$stage: server $a, sidecar $b"
-		[ -n "$a" ] && [ -n "$b" ]
+		[ -n "$a" ]
+		[ -n "$b" ]
 		awk -v a="$a" -v b="$b" 'BEGIN { exit !(b - a <= 2.0) }'
 	done
 }

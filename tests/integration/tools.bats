@@ -104,7 +104,8 @@ same_attrs() {
 	# --partial kept what had arrived, under the final name.
 	local part
 	part=$(stat -c %s "$MNT/big.wav")
-	[ "$part" -gt 0 ] && [ "$part" -lt 24000000 ]
+	[ "$part" -gt 0 ]
+	[ "$part" -lt 24000000 ]
 	run rsync --partial "$T/big.wav" "$MNT/"
 	echo "rerun: $status $output"
 	[ "$status" -eq 0 ]
@@ -235,7 +236,8 @@ fds_settled() {
 	local most
 	most=$(jq -s '[.[] | .uploads_in_flight // 0] | max' "$REQLOG")
 	echo "most uploads in flight: $most"
-	[ "$most" -le 4 ] && [ "$most" -ge 2 ]
+	[ "$most" -le 4 ]
+	[ "$most" -ge 2 ]
 	rss0=$(awk '/^VmRSS/ { print $2 }' "/proc/$TUSFS_PID/status")
 	# Back to idle but for what each HTTP handle keeps (4 workers, 2
 	# pollers): its connection and libcurl's wake-up socket pair; no

@@ -12,7 +12,10 @@
 # tests/valgrind.supp holds the third-party suppressions. Logs:
 # build/valgrind/vg/*.log. About 10 s once built.
 #
-# Usage: scripts/valgrind.sh   (run by scripts/test.sh)
+# Then the namespace and security bats files run with the daemon and the
+# CLI under memcheck (--all-bats: the whole integration suite).
+#
+# Usage: scripts/valgrind.sh [--all-bats]   (run by scripts/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -205,4 +208,36 @@ cat "$MNT"/*.status >/dev/null
 rm "$MNT/one.bin"
 unmount_vg remount
 echo "valgrind: daemon session took $((SECONDS - start)) s"
+
+# --- Integration tests with the daemon (and CLI) under memcheck ---
+# The namespace and the hostile-input tests; the whole suite passes too
+# (--all-bats, about 7 minutes), less the tests that time a slower daemon
+# or install the binary.
+bats_files=(tests/integration/namespace.bats tests/integration/security.bats)
+[ "${1:-}" = --all-bats ] && bats_files=(tests/integration)
+wrapper=$dir/tusfs-memcheck
+printf '%s\n' '#!/bin/sh' \
+	"exec valgrind -q --tool=memcheck --leak-check=full \
+--errors-for-leak-kinds=definite,indirect --error-exitcode=$VG_ERROR \
+--suppressions=$root/tests/valgrind.supp --log-file=$logs/bats-%p.log \
+$dir/tusfs \"\$@\"" >"$wrapper"
+chmod +x "$wrapper"
+start=$SECONDS
+rc=0
+TUSFS_BIN=$wrapper bats --tap "${bats_files[@]}" >"$logs/bats.tap" 2>&1 || rc=$?
+# A memcheck finding fails its test (the daemon's exit status); -q leaves
+# a log empty unless there was one.
+bad=$(find "$logs" -name 'bats-*.log' -size +0 | head -n 5)
+if [ "$rc" -ne 0 ] || [ -n "$bad" ]; then
+	status=1
+	grep -A5 '^not ok' "$logs/bats.tap" || true
+	for f in $bad; do
+		head -n 40 "$f"
+	done
+	echo "valgrind: bats: FAILED (full output: $logs/bats.tap)"
+else
+	echo "valgrind: bats: $(grep -c '^ok' "$logs/bats.tap") tests," \
+		"$(find "$logs" -name 'bats-*.log' | wc -l) processes, no errors," \
+		"no leaks ($((SECONDS - start)) s)"
+fi
 exit "$status"

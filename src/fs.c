@@ -241,7 +241,8 @@ static int check_room(const struct tusfs *t, const struct node *dir,
 
 	if (n) {
 		catalog_extent(n, &levels, &longest);
-		longest += strlen(name) - strlen(n->name);
+		/* Its longest path, under its new name. */
+		longest = longest - strlen(n->name) + strlen(name);
 	}
 	if (catalog_depth(dir) + levels > t->max_depth) {
 		log_warn("'%s': refused: more than max_depth=%u directory "

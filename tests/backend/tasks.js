@@ -9,7 +9,14 @@
 // the sha256 of the task id; a deleted task leaves a tombstone there). At
 // start-up a task that was processing starts over from "queued", and a
 // finished upload with a taskId but no task (the backend died during
-// --task-delay) gets its task as if it had just finished.
+// --task-delay) gets its task as if it had just finished (where to look
+// for those is opts.pickUp's business when given: the tuspyserver profile
+// reads its hook record instead of the store).
+//
+// A task reads its recording from DIR/<uploadId>, or from upload.file when
+// the upload handed to uploadFinished/createNow names one (the
+// tuspyserver profile's service hook moves the file away); that path is
+// kept in the record, relative to DIR.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -107,13 +114,14 @@ function matchRoute(pathname) {
 // Persisted fields of a task (everything else is runtime state).
 const RECORD_FIELDS = [
   'identifier', 'uploadId', 'seq', 'file_name', 'language', 'status', 'stage',
-  'percentage', 'result', 'error', 'started', 'ended', 'audio_duration',
+  'percentage', 'result', 'error', 'started', 'ended', 'audio_duration', 'file',
 ];
 
 export class Tasks {
   // opts: { dir, transcriber, delayMs, stepMs, failMessage (string or
   // undefined), slowMs, garbage (kind or undefined), garbageCount
-  // (undefined: every answer) }
+  // (undefined: every answer), pickUp (optional: () => [{ id, taskId,
+  // metadata, file? }], the finished uploads load() checks for a task) }
   constructor(opts) {
     this.opts = opts;
     this.recordDir = path.join(opts.dir, '.tasks');
@@ -180,7 +188,8 @@ export class Tasks {
       this.save(t);
       this.run(t);
     }
-    for (const u of this.finishedUploads()) {
+    const finished = this.opts.pickUp ? this.opts.pickUp() : this.finishedUploads();
+    for (const u of finished) {
       if (this.uploadOf.get(u.taskId) !== u.id) this.uploadFinished(u);
     }
   }
@@ -212,7 +221,24 @@ export class Tasks {
 
   // ---- lifecycle
 
-  // An upload received its last byte: { id, metadata } (metadata decoded).
+  // The recording a task (or an upload handed to us) reads.
+  fileOf(t) {
+    return typeof t.file === 'string' ? path.resolve(this.opts.dir, t.file) : path.join(this.opts.dir, t.uploadId);
+  }
+
+  // The task for an upload, now rather than --task-delay later (the
+  // service creates it inside the final request): resolves once it
+  // exists.
+  async createNow(id, upload) {
+    if (this.closed) return;
+    const old = this.pending.get(id);
+    if (old) clearTimeout(old.timer);
+    this.pending.delete(id);
+    await this.create(id, upload);
+  }
+
+  // An upload received its last byte: { id, metadata, file? } (metadata
+  // decoded; file: where its bytes are, when not DIR/<id>).
   uploadFinished(upload) {
     const meta = upload.metadata ?? {};
     const id = meta.taskId;
@@ -243,6 +269,7 @@ export class Tasks {
       started: Date.now(),
       ended: null,
       audio_duration: null,
+      file: null,
       ...fields,
       // runtime only
       timers: new Set(),
@@ -261,7 +288,8 @@ export class Tasks {
 
   async create(id, upload) {
     const meta = upload.metadata ?? {};
-    const file = path.join(this.opts.dir, upload.id);
+    const rel = typeof upload.file === 'string' ? path.relative(this.opts.dir, upload.file) : null;
+    const file = rel === null ? path.join(this.opts.dir, upload.id) : path.resolve(this.opts.dir, rel);
     let media = null;
     let duration = null;
     let readError = null;
@@ -278,6 +306,7 @@ export class Tasks {
       seq: ++this.seq,
       file_name: typeof meta.filename === 'string' ? meta.filename : null,
       language: lang,
+      file: rel,
     });
     this.tasks.set(id, t);
     this.uploadOf.set(id, upload.id);
@@ -329,7 +358,7 @@ export class Tasks {
   // Runs a task from "queued" (t is new, or restarted at start-up).
   run(t) {
     const step = this.opts.stepMs;
-    const file = path.join(this.opts.dir, t.uploadId);
+    const file = this.fileOf(t);
     if (t.media === undefined) {
       // Restarted at start-up: look at the file again.
       probe(file).then(({ media, duration }) => {

@@ -10,6 +10,14 @@
 // declared). The JSON's "offset" is not kept up to date; like the store
 // itself we take the offset from the size of DIR/<id>.
 //
+// server.js --profile tuspyserver keeps tuspyserver's layout instead:
+// DIR/<id> and DIR/<id>.info (JSON: metadata, size, offset, created_at,
+// ...). There the offset is the info's (what HEAD answers; the data file
+// can be longer after a refused PATCH, as tuspyserver writes in append
+// mode), and sha256 is that of the whole data file. An upload whose file
+// the service hook took (moved to DIR/.taken/<id><ext>) is still listed,
+// with the taken file's size as offset and its hash.
+//
 // Default output: one line per upload, tab-separated, sorted by filename
 // then id:
 //
@@ -23,7 +31,8 @@
 //
 // --json prints a JSON array of objects instead: { id, size (null while
 // deferred), offset, sha256, filename, filetype, taskId, relativePath (null
-// when missing), metadata (all keys), creation_date }.
+// when missing), metadata (all keys), creation_date, layout ("tus-node" or
+// "tuspyserver"), taken (the taken file's path relative to DIR, or null) }.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -46,22 +55,52 @@ function sha256File(file) {
   return hash.digest('hex');
 }
 
-function loadUpload(dir, id, hash) {
-  const info = JSON.parse(fs.readFileSync(path.join(dir, `${id}.json`), 'utf8'));
-  const metadata = info.metadata && typeof info.metadata === 'object' ? info.metadata : {};
-  const meta = (key) => (typeof metadata[key] === 'string' ? metadata[key] : null);
-  let offset = null;
-  let sha256 = null;
-  const dataFile = path.join(dir, id);
+// The file the service hook moved upload id's bytes to, relative to
+// dir, or null.
+function takenFile(dir, id) {
+  let names;
   try {
-    const st = fs.statSync(dataFile);
-    if (st.isFile()) {
-      offset = st.size;
-      sha256 = hash ? sha256File(dataFile) : null;
-    }
+    names = fs.readdirSync(path.join(dir, '.taken'));
+  } catch {
+    return null;
+  }
+  const name = names.find((n) => n === id || (n.startsWith(`${id}.`) && n.length > id.length + 1));
+  return name === undefined ? null : path.join('.taken', name);
+}
+
+// The size of a regular file, or null when there is none.
+function fileSize(file) {
+  try {
+    const st = fs.statSync(file);
+    return st.isFile() ? st.size : null;
   } catch (err) {
     if (err.code !== 'ENOENT') throw err;
+    return null;
   }
+}
+
+function loadUpload(dir, id, layout, hash) {
+  const tuspy = layout === 'tuspyserver';
+  const info = JSON.parse(fs.readFileSync(path.join(dir, `${id}${tuspy ? '.info' : '.json'}`), 'utf8'));
+  const metadata = info.metadata && typeof info.metadata === 'object' ? info.metadata : {};
+  const meta = (key) => (typeof metadata[key] === 'string' ? metadata[key] : null);
+  let dataFile = path.join(dir, id);
+  let size = fileSize(dataFile);
+  let offset = size;
+  let taken = null;
+  if (tuspy) {
+    if (size === null) {
+      taken = takenFile(dir, id);
+      if (taken !== null) {
+        dataFile = path.join(dir, taken);
+        size = fileSize(dataFile);
+      }
+      offset = size;
+    } else if (Number.isInteger(info.offset)) {
+      offset = info.offset;
+    }
+  }
+  const sha256 = size !== null && hash ? sha256File(dataFile) : null;
   return {
     id,
     size: Number.isInteger(info.size) ? info.size : null,
@@ -72,7 +111,9 @@ function loadUpload(dir, id, hash) {
     taskId: meta('taskId'),
     relativePath: meta('relativePath'),
     metadata,
-    creation_date: info.creation_date ?? null,
+    creation_date: info.creation_date ?? info.created_at ?? null,
+    layout,
+    taken,
   };
 }
 
@@ -102,12 +143,13 @@ function main() {
     process.stderr.write(`inspect.js: ${err.message}\n`);
     process.exit(1);
   }
+  const layouts = { '.json': 'tus-node', '.info': 'tuspyserver' };
   const uploads = names
-    .filter((n) => n.endsWith('.json') && n.length > 5)
-    .map((n) => n.slice(0, -5))
-    .map((id) => {
+    .filter((n) => layouts[n.slice(-5)] !== undefined && n.length > 5 && !n.startsWith('.'))
+    .map((n) => [n.slice(0, -5), layouts[n.slice(-5)]])
+    .map(([id, layout]) => {
       try {
-        return loadUpload(dir, id, hash);
+        return loadUpload(dir, id, layout, hash);
       } catch (err) {
         process.stderr.write(`inspect.js: skipping ${id}: ${err.message}\n`);
         return null;

@@ -149,6 +149,8 @@
 //          [--task-garbage KIND [--task-garbage-count N]]
 //          [--store file|discard] [--hostile KIND [--hostile-count K]]
 //          [--tls-cert FILE --tls-key FILE]
+//          [--profile tus-node|tuspyserver [--service-hook [--decode-ms MS]]
+//           [--lock-wait-ms MS]]
 //
 // --store discard keeps no bytes (discard-store.js): uploads are counted
 // and thrown away, for benchmarks that measure the client and the wire.
@@ -157,6 +159,85 @@
 // --hostile KIND answers like no honest server would (hostile.js lists the
 // kinds). --tls-cert/--tls-key serve https with that PEM certificate and
 // key instead of http.
+//
+// Profiles. --profile tus-node (the default) is everything above:
+// @tus/server behind the stages. --profile tuspyserver answers the TUS
+// routes as tuspyserver 4.2.3 does (BACKEND.md 1b; tuspy.js), the server
+// the real service runs, which a client that works against @tus/server
+// can still fail on:
+//   - OPTIONS /uploads/files/: 204, Tus-Version 1.0.0, Tus-Extension
+//     creation,creation-defer-length,creation-with-upload,expiration,
+//     termination,concatenation, Tus-Max-Size --max-size (default
+//     5368709120). A wrong Tus-Resumable is 412; a missing one is fine
+//     here and only here: every other request without it gets 412
+//     {"detail": "Unsupported version. Expected 1.0.0"}. Errors are
+//     FastAPI's JSON: {"detail": TEXT}, 422 {"detail": [{type, loc, msg,
+//     input}]} for a header that is missing or not an integer.
+//   - POST: Upload-Length, or Upload-Defer-Length: 1 (another value: 400),
+//     or neither (accepted; HEAD of such an upload then drops the
+//     connection unanswered, as tuspyserver's own HTTP layer does). 201
+//     with an absolute Location (--relative-location: /uploads/files/ID)
+//     and Upload-Expires. creation-with-upload: a body with a
+//     Content-Length is read whole and stored, unchecked (a client gone
+//     mid-body leaves the upload empty). Upload-Concat partial and
+//     final;URL... (parts complete, copied inside the request, then
+//     deleted).
+//   - HEAD: 400 when the metadata lacks filename (or name) or filetype (or
+//     type), partial uploads aside; else 200 with Upload-Offset,
+//     Upload-Length (or Upload-Defer-Length: 1), only filename and
+//     filetype in Upload-Metadata, Cache-Control: no-store.
+//   - PATCH, in tuspyserver's order: 404 {"detail": "Upload not found"}
+//     when the upload's file is not there; then the upload's lock: while
+//     another PATCH of the same upload is being served it waits, up to
+//     --lock-wait-ms (default 30000), then 503 (tuspyserver 4.2.4's
+//     answer; 4.2.3 itself hangs its whole server there). Then 410 when
+//     expired, 400 without Upload-Offset or with one that is not an
+//     integer, 409 when it differs from the offset. Then the body, each
+//     chunk appended as it comes: a chunk past Upload-Length is 400
+//     "Upload would exceed declared Upload-Length", past the max size 413
+//     "Upload exceeds maximum allowed size" (earlier chunks stay in the
+//     file, the offset is not saved). A client gone mid-body: the bytes
+//     received are saved and the request goes on unanswered. Only then,
+//     with the bytes saved: 401 for a bad --token, 422 without a
+//     Content-Length (chunked), 412 without Tus-Resumable, 415 unless
+//     Content-Type is exactly application/offset+octet-stream, 403 for a
+//     final concatenation; Upload-Length sets a deferred length; 204.
+//   - DELETE: 204, 404 when unknown, 410 when expired. Other methods: 405.
+//   - Completion hook: runs when a PATCH that got this far finds offset ==
+//     length (so again on a zero-byte PATCH of a complete upload), and
+//     after a POST only for a 0-byte upload or a final concatenation: a
+//     creation-with-upload POST carrying the whole file never runs it.
+//     Without --service-hook it hands the upload to the task API (a task
+//     for its taskId --task-delay ms later), like the tus-node profile.
+//   - --service-hook: the hook does what the service's does, inside the
+//     final request, before answering: (1) the first 8 KiB (magic bytes,
+//     the file-type package) must match the extension of filename, one of
+//     mp3 wav aac ogg m4a wma amr flac awb mp4 mov avi wmv mkv webm; an
+//     empty file, an unknown format or a mismatch makes the request answer
+//     500 {"error": {"message": "An unexpected error occurred", "code":
+//     "INTERNAL_ERROR"}}, the upload staying complete and no task made;
+//     (2) it moves the file to DIR/.taken/<id><ext>, so HEAD and PATCH
+//     answer 404 from then on; (3) it "decodes" for --decode-ms MS
+//     (default 0; other requests are served meanwhile); (4) it creates the
+//     task with the taskId metadata (a random one without) at once,
+//     ignoring --task-delay, then answers 204. A client gone meanwhile
+//     does not stop it.
+//   - Every hook run appends a line to DIR/.hooks.jsonl when it ends:
+//     {"time", "id", "taskId", "filename", "trigger": "patch" | "post",
+//     "result": "ok" | "refused", "reason" (null or the refusal), "file"
+//     (where the bytes are, relative to DIR)}. At start-up an "ok" run
+//     whose task is missing gets its task (the backend died during
+//     --task-delay); uploads whose hook never ran get none.
+//   - Auth as on the service: --token is checked on POST (before
+//     anything), PATCH (after the body was stored) and the task routes;
+//     OPTIONS, HEAD and DELETE need none.
+//   - Store: tuspyserver's layout, DIR/<id> (32 hex digits) and
+//     DIR/<id>.info; inspect.js reads it. --expiration-ms defaults to one
+//     day (the service's days_to_keep), 0 for never.
+//   - --body-limit, --log, --port-file, --relative-location, --tls-*, the
+//     fault switches (answers in FastAPI's JSON) and the task switches
+//     work as in tus-node; --without, --store discard and --hostile do
+//     not apply and are refused.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -173,6 +254,7 @@ import { DiscardStore } from './discard-store.js';
 import { HOSTILE_KINDS, makeHostile } from './hostile.js';
 import { TUS_PATH, drain, onTusRoute, rewriteHeader } from './http-util.js';
 import { mulberry32 } from './prng.js';
+import { TUSPY_EXPIRATION_MS, TUSPY_LOCK_WAIT_MS, TUSPY_MAX_SIZE, makeTuspy } from './tuspy.js';
 
 import { DEFAULT_FAIL_MESSAGE, GARBAGE_KINDS, TRANSCRIBERS, Tasks } from './tasks.js';
 
@@ -192,6 +274,8 @@ const USAGE = `usage: node server.js --dir DIR [--port N] [--host 127.0.0.1]
          [--task-garbage KIND [--task-garbage-count N]]
          [--store file|discard] [--hostile KIND [--hostile-count K]]
          [--tls-cert FILE --tls-key FILE]
+         [--profile tus-node|tuspyserver [--service-hook [--decode-ms MS]]
+          [--lock-wait-ms MS]]
          (--task-garbage KIND: ${GARBAGE_KINDS.join(', ')})
          (--hostile KIND: ${HOSTILE_KINDS.join(', ')})`;
 
@@ -281,6 +365,8 @@ function expandTaskFail(argv) {
       ? `--task-fail=${TASK_FAIL_DEFAULT}` : a);
 }
 
+const PROFILES = ['tus-node', 'tuspyserver'];
+
 // --without EXT[,EXT...]: extensions to withhold, as a server lacking them.
 const WITHHOLDABLE = ['creation-defer-length', 'creation-with-upload', 'termination'];
 
@@ -333,6 +419,10 @@ function parseConfig(argv) {
         'hostile-count': { type: 'string' },
         'tls-cert': { type: 'string' },
         'tls-key': { type: 'string' },
+        profile: { type: 'string', default: 'tus-node' },
+        'service-hook': { type: 'boolean', default: false },
+        'decode-ms': { type: 'string' },
+        'lock-wait-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -381,16 +471,45 @@ function parseConfig(argv) {
       die(`cannot read the TLS certificate or key: ${err.message}`);
     }
   }
+  const profile = values.profile;
+  if (!PROFILES.includes(profile)) die(`--profile takes ${PROFILES.join(' or ')}`);
+  if (profile === 'tus-node') {
+    for (const opt of ['service-hook', 'decode-ms', 'lock-wait-ms']) {
+      if (values[opt] !== undefined && values[opt] !== false) die(`--${opt} needs --profile tuspyserver`);
+    }
+  } else {
+    const unsupported = {
+      without: 'tuspyserver always offers every extension it has',
+      hostile: 'the hostile answers are written for @tus/server',
+      store: 'tuspyserver keeps every byte',
+    };
+    for (const [opt, why] of Object.entries(unsupported)) {
+      if (values[opt] !== undefined && !(opt === 'store' && values.store === 'file')) {
+        die(`--${opt} does not apply to --profile tuspyserver (${why})`);
+      }
+    }
+  }
+  if (values['decode-ms'] !== undefined && !values['service-hook']) die('--decode-ms needs --service-hook');
+  const maxSize = parseCount('max-size', values['max-size'], { min: 1 });
+  const expirationMs = parseCount('expiration-ms', values['expiration-ms']);
   return {
+    profile,
+    tuspy: profile !== 'tuspyserver' ? null : {
+      maxSize: maxSize ?? TUSPY_MAX_SIZE,
+      expirationMs: expirationMs ?? TUSPY_EXPIRATION_MS,
+      lockWaitMs: parseCount('lock-wait-ms', values['lock-wait-ms']) ?? TUSPY_LOCK_WAIT_MS,
+      serviceHook: values['service-hook'],
+      decodeMs: parseCount('decode-ms', values['decode-ms']) ?? 0,
+    },
     dir: path.resolve(values.dir),
     port,
     host: values.host,
     bodyLimit: parseCount('body-limit', values['body-limit']),
     token,
-    maxSize: parseCount('max-size', values['max-size'], { min: 1 }),
+    maxSize,
     logFile: values.log,
     portFile: values['port-file'],
-    expirationMs: parseCount('expiration-ms', values['expiration-ms']) ?? 0,
+    expirationMs: expirationMs ?? 0,
     relativeLocation: values['relative-location'],
     without: parseWithout(values.without),
     faults: parseFaults(values),
@@ -564,19 +683,31 @@ function requestLog(ctx, next) {
   return next();
 }
 
-// Every request, OPTIONS included, must carry Authorization: Bearer TOKEN.
-function auth(ctx, next) {
-  const { config, req, res } = ctx;
-  if (config.token === undefined) return next();
+// Whether a request carries Authorization: Bearer TOKEN (or needs none).
+function tokenOk(config, req) {
+  if (config.token === undefined) return true;
   const m = /^Bearer +(\S+) *$/i.exec(headerValue(req, 'authorization') ?? '');
   const given = Buffer.from(m ? m[1] : '', 'utf8');
   const want = Buffer.from(config.token, 'utf8');
-  if (given.length === want.length && crypto.timingSafeEqual(given, want)) return next();
+  return given.length === want.length && crypto.timingSafeEqual(given, want);
+}
+
+function unauthorized(ctx) {
   refuse(ctx, () =>
-    sendJson(res, 401, { detail: 'Not authenticated' }, {
+    sendJson(ctx.res, 401, { detail: 'Not authenticated' }, {
       'WWW-Authenticate': 'Bearer realm="whisperx"',
     }),
   );
+}
+
+// Every request, OPTIONS included, must carry Authorization: Bearer TOKEN.
+// In the tuspyserver profile the TUS routes check it themselves, where the
+// service does (POST and PATCH only).
+function auth(ctx, next) {
+  const { config, req } = ctx;
+  if (config.profile === 'tuspyserver' && onTusRoute(ctx.url.pathname)) return next();
+  if (tokenOk(config, req)) return next();
+  unauthorized(ctx);
 }
 
 // Admits the request body: imitates the proxy body limit (413, upload not
@@ -776,10 +907,13 @@ async function sendWeb(res, response) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // The faults stage. Without any fault switch it passes everything on.
-function makeFaults(config, tus) {
+// With tus (@tus/server) it runs cut and stall PATCHes itself; with tuspy
+// (the tuspyserver profile) it hands them on with ctx.faultPlan.
+function makeFaults(config, tus, tuspy) {
   const f = config.faults;
   if (!f.active) return (ctx, next) => next();
-  const store = tus.datastore;
+  const store = tuspy ? tuspy.faultStore : tus.datastore;
+  const reply = tuspy ? tuspy.faultReply : tusText;
   const draw = mulberry32(f.seed);
   const rng = () => draw() / 4294967296;
   const conflicted = new Set(); // uploads that had their 409
@@ -846,7 +980,7 @@ function makeFaults(config, tus) {
     if (ctx.req.method !== 'PATCH') {
       if (!gone.has(id)) return next();
       ctx.fault = 'gone';
-      return tusText(ctx, 410, 'The file for this url no longer exists\n');
+      return reply(ctx, 410, tuspy ? 'Upload expired' : 'The file for this url no longer exists\n');
     }
     const plan = await serially(() => decide(ctx, id));
     if (plan.fault) ctx.fault = plan.fault;
@@ -855,39 +989,44 @@ function makeFaults(config, tus) {
     switch (plan.fault) {
       case 'gone':
       case 'expire':
-        return tusText(ctx, 410, 'The file for this url no longer exists\n');
+        return reply(ctx, 410, tuspy ? 'Upload expired' : 'The file for this url no longer exists\n');
       case 'forget':
-        return tusText(ctx, 404, 'The file for this url was not found\n');
+        return reply(ctx, 404, tuspy ? 'Upload not found' : 'The file for this url was not found\n');
       case 'conflict':
-        return tusText(ctx, 409, 'Upload-Offset conflict\n');
+        return reply(ctx, 409, tuspy ? 'Offset mismatch' : 'Upload-Offset conflict\n');
       case 'fail': {
         if (!(await drain(source))) return; // client gone: nothing to answer
         const retry = f.retryAfter === undefined ? {} : { 'Retry-After': String(f.retryAfter) };
-        return tusText(ctx, f.failStatus,
-          `${http.STATUS_CODES[f.failStatus] ?? 'Error'} (injected fault)\n`, retry);
+        const text = `${http.STATUS_CODES[f.failStatus] ?? 'Error'} (injected fault)`;
+        return reply(ctx, f.failStatus, tuspy ? text : `${text}\n`, retry);
       }
       default:
         break;
     }
     if (plan.fault === undefined && !plan.maybeCut) return next();
 
-    // cut, stall, or a chunked PATCH that may turn out to be cut: run
-    // @tus/server on a stand-in request so that we hold its response.
+    // cut, stall, or a chunked PATCH that may turn out to be cut.
     let cut = plan.fault === 'cut';
+    const overflow = () => {
+      if (cut) return true;
+      if (cuts >= f.cutCount) return false;
+      cuts += 1;
+      if (plan.stall) stalls -= 1;
+      cut = true;
+      ctx.fault = 'cut';
+      return true;
+    };
+    if (tuspy) {
+      ctx.fault = undefined; // set by the profile if it happens
+      ctx.faultPlan = {
+        limit: cut || plan.maybeCut ? f.cutAfter : undefined, cut, overflow,
+        stall: plan.stall, stallMs: f.stallMs,
+      };
+      return next();
+    }
+    // Run @tus/server on a stand-in request so that we hold its response.
     const body = cut || plan.maybeCut
-      ? bodyStream(source, {
-        limit: f.cutAfter,
-        knownLonger: cut,
-        overflow: () => {
-          if (cut) return true;
-          if (cuts >= f.cutCount) return false;
-          cuts += 1;
-          if (plan.stall) stalls -= 1;
-          cut = true;
-          ctx.fault = 'cut';
-          return true;
-        },
-      })
+      ? bodyStream(source, { limit: f.cutAfter, knownLonger: cut, overflow })
       : bodyStream(source);
     const declared = headerNumber(ctx.req, 'content-length');
     const response = await tusWeb(tus, ctx, body,
@@ -932,13 +1071,8 @@ function compose(stages) {
 // ---------------------------------------------------------------------------
 // Main
 
-function main() {
-  const config = parseConfig(process.argv.slice(2));
-  fs.mkdirSync(config.dir, { recursive: true });
-
-  const tasks = new Tasks({ dir: config.dir, ...config.tasks });
-  tasks.load();
-
+// The default profile's pipeline: @tus/server behind the stages.
+function tusNodePipeline(config, tasks) {
   const tus = new TusServer({
     path: TUS_PATH,
     datastore: config.discard ? new DiscardStore() : new FileStore({
@@ -960,12 +1094,31 @@ function main() {
       return undefined; // keep @tus/server's own status and body
     },
   });
-
-  const PIPELINE = [
+  return [
     requestLog, auth, bodyGate, extensionGate, makeHostile(config.hostile, config.hostileCount),
-    makeFaults(config, tus), tasks.stage, makeRouter(tus), notFound,
+    makeFaults(config, tus, null), tasks.stage, makeRouter(tus), notFound,
   ];
-  const handle = compose(PIPELINE);
+}
+
+function main() {
+  const config = parseConfig(process.argv.slice(2));
+  fs.mkdirSync(config.dir, { recursive: true });
+
+  const tasks = new Tasks({ dir: config.dir, ...config.tasks });
+  let pipeline;
+  if (config.profile === 'tuspyserver') {
+    const tuspy = makeTuspy({
+      config, tasks, authorized: (req) => tokenOk(config, req), unauthorized,
+    });
+    tasks.opts.pickUp = tuspy.pickUp;
+    pipeline = [
+      requestLog, auth, bodyGate, makeFaults(config, null, tuspy), tasks.stage, tuspy.stage, notFound,
+    ];
+  } else {
+    pipeline = tusNodePipeline(config, tasks);
+  }
+  tasks.load();
+  const handle = compose(pipeline);
 
   const onRequest = (req, res, expectContinue) => {
     let url;

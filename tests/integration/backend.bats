@@ -763,3 +763,259 @@ garbage_is() {
 	[[ "$output" == *"--task-garbage KIND"* ]]
 	[[ "$output" == *"--transcriber fake|pocketsphinx"* ]]
 }
+
+# --- --profile tuspyserver (tuspyserver 4.2.3 and the service's hook) ---
+
+# tcreate LENGTH FILENAME [TASKID] [curl options...]: a new upload with
+# filename and filetype metadata (and taskId); prints its URL.
+tcreate() {
+	local len=$1 name=$2 task=${3:-}
+	shift 3 2>/dev/null || shift $#
+	local meta="filename $(b64 "$name"),filetype $(b64 audio/wav)"
+	[ -n "$task" ] && meta="$meta,taskId $(b64 "$task")"
+	curl -sS -o /dev/null -D - -X POST -H 'Tus-Resumable: 1.0.0' \
+		-H "Upload-Length: $len" -H "Upload-Metadata: $meta" "$@" "$ENDPOINT" |
+		tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }'
+}
+
+# status METHOD URL [curl options...]: prints the status; body in $T/body.
+status() {
+	local method=$1 url=$2
+	shift 2
+	curl -sS -o "$T/body" -w '%{http_code}' -X "$method" "$@" "$url" 2>/dev/null || true
+}
+
+@test "tuspyserver: OPTIONS offers its six extensions and 5 GiB; 412 without Tus-Resumable, OPTIONS aside" {
+	backend_start --profile tuspyserver
+	curl -sS -o /dev/null -D "$T/h" -X OPTIONS "$ENDPOINT"
+	tr -d '\r' <"$T/h" >"$T/hdr"
+	grep -qx 'HTTP/1.1 204 No Content' "$T/hdr"
+	grep -qix 'Tus-Extension: creation,creation-defer-length,creation-with-upload,expiration,termination,concatenation' "$T/hdr"
+	grep -qix 'Tus-Max-Size: 5368709120' "$T/hdr"
+	grep -qix 'Tus-Version: 1.0.0' "$T/hdr"
+	[ "$(status POST "$ENDPOINT" -H 'Upload-Length: 3')" = 412 ]
+	url=$(tcreate 3 a.wav)
+	[ "$(status HEAD "$url" -I)" = 412 ]
+	[ "$(status DELETE "$url")" = 412 ]
+	backend_reset
+	backend_start --profile tuspyserver --max-size 1000
+	curl -sS -o /dev/null -D - -X OPTIONS "$ENDPOINT" | tr -d '\r' | grep -qix 'Tus-Max-Size: 1000'
+}
+
+@test "tuspyserver: the hook runs on the completing PATCH only: a whole-file creation-with-upload POST gets no task" {
+	backend_start --profile tuspyserver --task-delay 0
+	mkmedia "$T/a.wav" --seconds 1
+	TASK_AUTH=()
+	url=$(tus_upload "$T/a.wav" filename one.wav filetype audio/wav taskId task-one)
+	[ "$(head_offset "$url")" = "200 $(stat -c %s "$T/a.wav")" ]
+	sleep 0.3
+	[ "$(hook_runs)" = 0 ]
+	[ "$(task_req GET /task/task-one)" = 404 ]
+	assert_stored one.wav "$T/a.wav"
+
+	url=$(tcreate "$(stat -c %s "$T/a.wav")" two.wav task-two)
+	[ "$(patch "$url" 0 "$T/a.wav")" = 204 ]
+	[ "$(hook_runs --ok two.wav)" = 1 ]
+	[ "$(hook_runs)" = 1 ]
+	wait_task task-two any
+	# A 0-byte upload runs it on its POST.
+	tcreate 0 empty.wav task-empty >/dev/null
+	[ "$(hook_runs --ok empty.wav)" = 1 ]
+	jq -e 'select(.filename == "empty.wav") | .trigger == "post"' "$STORE/.hooks.jsonl"
+}
+
+@test "tuspyserver: any PATCH that finds the upload complete runs the hook again" {
+	backend_start --profile tuspyserver
+	printf 'hello' >"$T/five"
+	: >"$T/none"
+	url=$(tcreate 5 again.wav task-again)
+	[ "$(patch "$url" 0 "$T/five")" = 204 ]
+	[ "$(patch "$url" 5 "$T/none")" = 204 ]
+	[ "$(hook_runs again.wav)" = 2 ]
+	[ "$(hook_runs_by_task)" = "task-again 2 2" ]
+	jq -e -s 'map(.trigger) == ["patch", "patch"]' "$STORE/.hooks.jsonl"
+}
+
+@test "tuspyserver: HEAD wants filename and filetype; PATCH refusals, some after the bytes were stored" {
+	backend_start --profile tuspyserver
+	url=$(create 3)
+	[ "$(status HEAD "$url" -I -H 'Tus-Resumable: 1.0.0')" = 400 ]
+	url=$(curl -sS -o /dev/null -D - -X POST -H 'Tus-Resumable: 1.0.0' -H 'Upload-Length: 3' \
+		-H "Upload-Metadata: name $(b64 x.wav),type $(b64 audio/wav)" "$ENDPOINT" |
+		tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
+	[ "$(head_offset "$url")" = "200 0" ]
+
+	printf 'abcdefghij' >"$T/ten"
+	url=$(tcreate 10 r.wav)
+	# Refused before the body: no Upload-Offset (400), a wrong one (409).
+	[ "$(status PATCH "$url" -H 'Tus-Resumable: 1.0.0' \
+		-H 'Content-Type: application/offset+octet-stream' --data-binary @"$T/ten")" = 400 ]
+	[ "$(patch "$url" 4 "$T/ten")" = 409 ]
+	[ "$(head_offset "$url")" = "200 0" ]
+	# Chunked, no Content-Length: 422, but the bytes are kept.
+	[ "$(status PATCH "$url" -H 'Tus-Resumable: 1.0.0' -H 'Transfer-Encoding: chunked' \
+		-H 'Content-Type: application/offset+octet-stream' -H 'Upload-Offset: 0' --data-binary abc)" = 422 ]
+	jq -e '.detail[0].loc == ["header", "content-length"]' "$T/body"
+	[ "$(head_offset "$url")" = "200 3" ]
+	# Another Content-Type: 415, the bytes kept too.
+	[ "$(status PATCH "$url" -H 'Tus-Resumable: 1.0.0' -H 'Content-Type: application/octet-stream' \
+		-H 'Upload-Offset: 3' --data-binary de)" = 415 ]
+	[ "$(head_offset "$url")" = "200 5" ]
+	# Past the declared length: 400, nothing saved.
+	[ "$(patch "$url" 5 "$T/ten")" = 400 ]
+	[ "$(head_offset "$url")" = "200 5" ]
+	[ "$(hook_runs)" = 0 ]
+	[ "$(status DELETE "$url" -H 'Tus-Resumable: 1.0.0')" = 204 ]
+	[ "$(status DELETE "$url" -H 'Tus-Resumable: 1.0.0')" = 404 ]
+	[ "$(head_offset "$url")" = "404 -" ]
+}
+
+@test "tuspyserver: a PATCH waits --lock-wait-ms for the upload's lock, then 503; the other upload is not held" {
+	backend_start --profile tuspyserver --lock-wait-ms 400
+	head -c 30000 /dev/zero >"$T/slow"
+	url=$(tcreate 30000 slow.wav)
+	other=$(tcreate 3 other.wav)
+	curl -sS -o /dev/null --limit-rate 15k -X PATCH -H 'Tus-Resumable: 1.0.0' \
+		-H 'Content-Type: application/offset+octet-stream' -H 'Upload-Offset: 0' \
+		--data-binary @"$T/slow" "$url" &
+	slow=$!
+	sleep 0.3
+	[ "$(head_offset "$other")" = "200 0" ]
+	start=$(date +%s%N)
+	printf 'abc' >"$T/abc"
+	[ "$(patch "$url" 0 "$T/abc")" = 503 ]
+	ms=$((($(date +%s%N) - start) / 1000000))
+	[ "$ms" -ge 350 ]
+	[ "$ms" -lt 1500 ]
+	wait "$slow"
+	[ "$(head_offset "$url")" = "200 30000" ]
+}
+
+@test "tuspyserver: a client gone mid-body leaves the bytes received" {
+	backend_start --profile tuspyserver
+	head -c 100000 /dev/zero >"$T/big"
+	url=$(tcreate 100000 gone.wav)
+	curl -sS -o /dev/null --max-time 1 --limit-rate 20k -X PATCH -H 'Tus-Resumable: 1.0.0' \
+		-H 'Content-Type: application/offset+octet-stream' -H 'Upload-Offset: 0' \
+		--data-binary @"$T/big" "$url" 2>/dev/null || true
+	sleep 0.2
+	read -r code offset < <(head_offset "$url")
+	[ "$code" = 200 ]
+	[ "$offset" -gt 0 ]
+	[ "$offset" -lt 100000 ]
+	[ "$(stored_bytes gone.wav)" = "$offset" ]
+}
+
+@test "tuspyserver --service-hook: a .wav that is no audio answers 500 with a JSON error, stays complete, gets no task" {
+	backend_start --profile tuspyserver --service-hook --task-delay 0
+	head -c 2000 /dev/urandom >"$T/noise"
+	url=$(tcreate 2000 noise.wav task-noise)
+	[ "$(patch "$url" 0 "$T/noise")" = 500 ]
+	status PATCH "$url" -H 'Tus-Resumable: 1.0.0' -H 'Content-Type: application/offset+octet-stream' \
+		-H 'Upload-Offset: 2000' -H 'Content-Length: 0' >"$T/code"
+	[ "$(cat "$T/code")" = 500 ]
+	jq -e '.error.code == "INTERNAL_ERROR" and (.error.message | type) == "string"' "$T/body"
+	[ "$(head_offset "$url")" = "200 2000" ]
+	[ "$(hook_runs --refused noise.wav)" = 2 ]
+	[ "$(hook_runs --ok)" = 0 ]
+	jq -e -s '.[0].reason | test("Unknown file format")' "$STORE/.hooks.jsonl"
+	[ "$(task_req GET /task/task-noise)" = 404 ]
+	assert_stored noise.wav "$T/noise"
+
+	# An MP3 named .wav: a mismatch. An empty upload: refused on its POST.
+	node -e 'const f = Buffer.alloc(417); f.set([0xff, 0xfb, 0x90, 0x64]);
+		require("fs").writeFileSync(process.argv[1], Buffer.concat([f, f, f, f]))' "$T/mp3"
+	url=$(tcreate 1668 mp3.wav task-mp3)
+	[ "$(patch "$url" 0 "$T/mp3")" = 500 ]
+	jq -e -s 'map(select(.filename == "mp3.wav"))[0].reason | test("claimed .wav but detected .mp3")' "$STORE/.hooks.jsonl"
+	[ "$(status POST "$ENDPOINT" -H 'Tus-Resumable: 1.0.0' -H 'Upload-Length: 0' \
+		-H "Upload-Metadata: filename $(b64 e.wav),filetype $(b64 audio/wav)")" = 500 ]
+	[ "$(hook_runs --refused e.wav)" = 1 ]
+}
+
+@test "tuspyserver --service-hook: the file is taken (404 from then on), the decode holds only its PATCH, the task exists when it answers" {
+	backend_start --profile tuspyserver --service-hook --decode-ms 1500 --task-delay 5000
+	mkmedia "$T/a.wav" --seconds 1
+	size=$(stat -c %s "$T/a.wav")
+	url=$(tcreate "$size" take.wav task-take)
+	other=$(tcreate 3 other.wav)
+	patch "$url" 0 "$T/a.wav" >"$T/final" &
+	final=$!
+	sleep 0.5
+	# Decoding: the upload answers 404, the task does not exist yet, and
+	# other requests are answered at once.
+	[ "$(head_offset "$url")" = "404 -" ]
+	[ "$(task_req GET /task/task-take)" = 404 ]
+	start=$(date +%s%N)
+	[ "$(head_offset "$other")" = "200 0" ]
+	[ $((($(date +%s%N) - start) / 1000000)) -lt 500 ]
+	wait "$final"
+	[ "$(cat "$T/final")" = 204 ]
+	# Created before the answer, whatever --task-delay says.
+	[ "$(task_req GET /task/task-take)" = 200 ]
+	[ "$(jq -r .metadata.file_name "$T/task.body")" = take.wav ]
+	[ "$(head_offset "$url")" = "404 -" ]
+	[ "$(patch "$url" "$size" /dev/null)" = 404 ]
+	[ "$(hook_runs --ok take.wav)" = 1 ]
+	# inspect lists the taken bytes.
+	assert_stored take.wav "$T/a.wav"
+	id=${url##*/}
+	[ -f "$STORE/.taken/$id.wav" ]
+	[ "$(inspect --json | jq -r --arg id "$id" '.[] | select(.id == $id) | .taken')" = ".taken/$id.wav" ]
+	wait_task task-take completed
+	# The task survives a restart.
+	backend_stop
+	backend_start --profile tuspyserver --service-hook
+	[ "$(task_req GET /task/task-take)" = 200 ]
+}
+
+@test "tuspyserver --service-hook: a client gone during the decode still gets its task" {
+	backend_start --profile tuspyserver --service-hook --decode-ms 800
+	mkmedia "$T/a.wav" --seconds 1
+	url=$(tcreate "$(stat -c %s "$T/a.wav")" left.wav task-left)
+	[ "$(patch "$url" 0 "$T/a.wav" --max-time 0.3)" = 000 ]
+	wait_task task-left any 5
+	[ "$(hook_runs --ok left.wav)" = 1 ]
+}
+
+@test "tuspyserver: --token guards POST and PATCH (a PATCH stores its bytes first), not OPTIONS, HEAD or DELETE" {
+	backend_start --profile tuspyserver --token sekret
+	auth=(-H 'Authorization: Bearer sekret')
+	[ "$(status OPTIONS "$ENDPOINT")" = 204 ]
+	[ "$(status POST "$ENDPOINT" -H 'Tus-Resumable: 1.0.0' -H 'Upload-Length: 5')" = 401 ]
+	url=$(tcreate 5 key.wav task-key "${auth[@]}")
+	[ -n "$url" ]
+	printf 'hello' >"$T/five"
+	[ "$(patch "$url" 0 "$T/five")" = 401 ]
+	[ "$(head_offset "$url")" = "200 5" ]
+	[ "$(hook_runs)" = 0 ]
+	[ "$(task_req GET '/task/all?page_size=1')" = 401 ]
+	[ "$(status DELETE "$url" -H 'Tus-Resumable: 1.0.0')" = 204 ]
+}
+
+@test "tuspyserver: fault switches: --cut-after stores N bytes and drops the connection, --fail-share stores nothing" {
+	backend_start --profile tuspyserver --cut-after 1000
+	head -c 5000 /dev/urandom >"$T/data"
+	url=$(tcreate 5000 cut.wav)
+	[ "$(patch "$url" 0 "$T/data")" = 000 ]
+	[ "$(head_offset "$url")" = "200 1000" ]
+	[ "$(requests PATCH | jq -r .fault)" = cut ]
+	[ "$(patch "$url" 1000 "$(piece "$T/data" 1000 4000)")" = 204 ]
+	assert_stored cut.wav "$T/data"
+	backend_reset
+	backend_start --profile tuspyserver --fail-share 1 --fail-status 503
+	url=$(tcreate 5000 fail.wav)
+	[ "$(patch "$url" 0 "$T/data")" = 503 ]
+	[ "$(head_offset "$url")" = "200 0" ]
+}
+
+@test "tuspyserver: switches that do not apply are refused with a message" {
+	for args in "--service-hook" "--decode-ms 10" "--lock-wait-ms 10" \
+		"--profile tuspyserver --without termination" "--profile tuspyserver --store discard" \
+		"--profile tuspyserver --hostile drip" "--profile tuspyserver --decode-ms 10" "--profile nope"; do
+		# shellcheck disable=SC2086
+		run node "$BACKEND/server.js" --dir "$STORE" $args
+		[ "$status" -eq 2 ]
+		[[ "$output" == *"server.js: "* ]]
+	done
+}

@@ -266,3 +266,29 @@ wait_task() {
 task_polls() {
 	jq -c --arg p "/task/$1" 'select(.method == "GET" and .path == $p)' "$REQLOG" | grep -c . || true
 }
+
+# --- The tuspyserver profile's completion hook (server.js --profile
+# tuspyserver): one JSON line per run in $STORE/.hooks.jsonl, {time, id,
+# taskId, filename, trigger: "patch"|"post", result: "ok"|"refused",
+# reason, file}, written when the run ends.
+
+# hook_runs [--ok|--refused] [FILENAME]: how many hook runs (of that
+# result, for that filename metadata) the backend recorded.
+hook_runs() {
+	local result="" name=""
+	case "${1:-}" in --ok) result=ok; shift ;; --refused) result=refused; shift ;; esac
+	name=${1:-}
+	[ -f "$STORE/.hooks.jsonl" ] || { echo 0; return 0; }
+	jq -c --arg r "$result" --arg n "$name" \
+		'select(($r == "" or .result == $r) and ($n == "" or .filename == $n))' \
+		"$STORE/.hooks.jsonl" | grep -c . || true
+}
+
+# hook_runs_by_task: "TASKID RUNS OK" per taskId (sorted), RUNS counting
+# every run and OK the passed ones.
+hook_runs_by_task() {
+	[ -f "$STORE/.hooks.jsonl" ] || return 0
+	jq -rs 'group_by(.taskId)[] |
+		"\(.[0].taskId) \(length) \(map(select(.result == "ok")) | length)"' \
+		"$STORE/.hooks.jsonl" | sort
+}

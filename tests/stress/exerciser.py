@@ -408,6 +408,10 @@ class Exerciser:
         if off >= maxsz:
             off = self.rng.randrange(0, maxsz)
         ln = max(1, min(ln, maxsz - off))
+        self.do_write(h, off, ln)
+
+    def do_write(self, h, off, ln):
+        size = os.fstat(h.mfd).st_size
         buf = self.data(ln)
         self.log("write h%d 0x%x thru 0x%x\t(0x%x bytes) size 0x%x" %
                  (h.id, off, off + ln - 1, ln, size))
@@ -483,8 +487,10 @@ class Exerciser:
             return
         if h.f.path is None and h.f.writers == 0:
             return  # unlinked, no writer: its state cannot be read
+        self.do_ftruncate(h, self.new_size(os.fstat(h.mfd).st_size))
+
+    def do_ftruncate(self, h, new):
         size = os.fstat(h.mfd).st_size
-        new = self.new_size(size)
         self.log("trunc h%d from 0x%x to 0x%x" % (h.id, size, new))
         want = self.trunc_rule(h.f, size, new)
         m = self.guarded("ftruncate h%d" % h.id, os.ftruncate, h.tfd, new)
@@ -680,6 +686,49 @@ class Exerciser:
         self.log("ls %s" % (d or "."))
         self.check_listing(d)
 
+    # ----- fixed scenarios (regressions) ---------------------------------
+    def scenario_fsync_after_shrink(self):
+        """Issue 17's hang, reduced: an fsync raised sync_target, a
+        truncation took the file below it, and a write that crossed no
+        chunk boundary grew it again: the next fsync (asking for less
+        than sync_target) kicked nobody and waited forever."""
+        self.log("create a.wav trunc")
+        self.open_common("a.wav", os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+                         "create")
+        h = self.handles[-1]
+        steps = [lambda: self.do_write(h, 0, 0x10000),
+                 lambda: self.op_fsync(h),
+                 lambda: self.do_ftruncate(h, 0x9d41),
+                 lambda: self.op_fsync(h),
+                 lambda: self.do_write(h, 0x9d41, 0x11),
+                 lambda: self.op_fsync(h)]
+        for i, step in enumerate(steps, 1):
+            self.opno = i
+            step()
+
+    def scenario_fsync_after_empty(self):
+        """A file closed empty (state empty), reopened without O_TRUNC and
+        written: its fsync must wait for the server, not return at once
+        because the state still says empty."""
+        self.a.check_fsync = True
+        self.log("create a.wav trunc")
+        self.open_common("a.wav", os.O_RDWR | os.O_CREAT | os.O_TRUNC,
+                         "create")
+        self.opno = 1
+        self.op_close(self.handles[-1])
+        self.opno = 2
+        self.log("settle a.wav: %s" % self.settle("a.wav"))
+        self.log("open a.wav wronly")
+        self.open_common("a.wav", os.O_WRONLY, "open")
+        h = self.handles[-1]
+        self.opno = 3
+        self.do_write(h, 0, 1)
+        self.opno = 4
+        self.op_fsync(h)
+
+    SCENARIOS = {"fsync-after-shrink": "scenario_fsync_after_shrink",
+                 "fsync-after-empty": "scenario_fsync_after_empty"}
+
     # ----- driving -------------------------------------------------------
     def choose(self):
         if self.a.profile == "single":
@@ -718,7 +767,10 @@ class Exerciser:
         self.log("seed %d ops %d profile %s fsync-every %s" %
                  (self.a.seed, self.a.ops, self.a.profile,
                   self.a.fsync_every))
-        if self.a.profile == "single":
+        if self.a.scenario:
+            getattr(self, self.SCENARIOS[self.a.scenario])()
+            self.a.ops = 0
+        elif self.a.profile == "single":
             self.log("create a.wav")
             self.open_common("a.wav", os.O_RDWR | os.O_CREAT | os.O_TRUNC,
                              "create")
@@ -825,6 +877,8 @@ def main():
     p.add_argument("--files", type=int, default=3, choices=range(1, 5))
     p.add_argument("--profile", choices=["tree", "single"], default="tree",
                    help="single: one file held open, write/trunc/read only")
+    p.add_argument("--scenario", choices=sorted(Exerciser.SCENARIOS),
+                   help="a fixed op sequence (a regression) instead")
     p.add_argument("--fsync-every", action="store_true")
     p.add_argument("--check-fsync", action="store_true",
                    help="after each fsync the server must hold the bytes")
@@ -855,8 +909,9 @@ def main():
               file=sys.stderr)
         ex.dump_trace()
         return 1
-    print("seed %d: %d ops passed in %.1f s (%s); %d files on the server" %
-          (a.seed, a.ops, time.monotonic() - t0,
+    print("seed %d%s: %d ops passed in %.1f s (%s); %d files on the server" %
+          (a.seed, " scenario " + a.scenario if a.scenario else "",
+           ex.opno - 1, time.monotonic() - t0,
            " ".join("%s=%d" % kv for kv in sorted(ex.counts.items())),
            getattr(ex, "checked", 0)))
     return 0

@@ -9,9 +9,11 @@
 # usage: tests/stress/run.sh [--seeds "1 2 3" | --count N [--first S]]
 #          [--ops N] [--chunk SIZE] [--profile tree|single] [--fsync-every]
 #          [--check-fsync] [--files K] [--max-size BYTES] [--timeout S]
-#          [--mount-opts OPTS] [--keep] [--quiet] [-- server.js options...]
+#          [--mount-opts OPTS] [--scenario NAME] [--keep] [--quiet]
+#          [-- server.js options...]
 #
-# Everything after "--" goes to the backend, e.g. -- --fail-share 0.1 or
+# --scenario runs a fixed op sequence, a regression (exerciser.py
+# --help lists them), instead of random ops. Everything after "--" goes to the backend, e.g. -- --fail-share 0.1 or
 # -- --without creation-with-upload. TUSFS_BIN picks the daemon (default
 # build/stress/tusfs, then build/ci-sanitize/tusfs). A hang (an op that
 # does not return within --timeout seconds) is reported with the seed,
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
 	--max-size) max_size=$2; shift ;;
 	--timeout) timeout=$2; shift ;;
 	--mount-opts) mount_opts=$2; shift ;;
+	--scenario) ex_flags+=(--scenario "$2"); count=1; shift ;;
 	--fsync-every | --check-fsync | --check-nlink) ex_flags+=("$1") ;;
 	--keep) keep=1 ;;
 	--quiet) quiet=1 ;;
@@ -141,7 +144,8 @@ for seed in $seeds; do
 	case $rc in
 	0)
 		passed=$((passed + 1))
-		total_ops=$((total_ops + ops))
+		n=$(sed -n 's/.*: \([0-9]*\) ops passed.*/\1/p' "$S/out")
+		total_ops=$((total_ops + ${n:-0}))
 		[ "$quiet" = 1 ] || cat "$S/out"
 		;;
 	3)

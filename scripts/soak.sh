@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Soak: runs the model-based exerciser (tests/stress/run.sh) for as long as
+# asked, cycling through chunk sizes (4K, 64K, 256K), op mixes (one file
+# held open with fsync after every op; a tree of files and folders, with
+# and without fsync after every op) and the backend's fault injection (off,
+# then --fail-share 0.1), one new seed per run. Prints a line per run and
+# at the end the runs, seeds and ops that passed and the failures (each
+# kept in its temp dir with its trace). Exits 1 if anything failed.
+#
+# usage: scripts/soak.sh [--minutes N] [--ops N] [--first-seed S]
+#   (defaults: 30 minutes, 1000 ops per seed, seeds from 1000)
+# TUSFS_BIN picks the daemon, as for run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+minutes=30 ops=1000 seed=1000
+while [ $# -gt 0 ]; do
+	case $1 in
+	--minutes) minutes=$2; shift ;;
+	--ops) ops=$2; shift ;;
+	--first-seed) seed=$2; shift ;;
+	-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "soak.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+end=$(($(date +%s) + minutes * 60))
+runs=0 seeds_ok=0 seeds_bad=0 total_ops=0 failures=""
+chunks=(4K 64K 256K)
+# A 4 KiB chunk sends a 4 MiB file in 1 024 PATCHes: smaller files there.
+declare -A max_size=([4K]=256K [64K]=2M [256K]=4M)
+mixes=("--profile single --fsync-every --check-fsync" "--profile tree"
+	"--profile tree --fsync-every --check-fsync")
+faults=("" "--fail-share 0.1")
+log=$(mktemp "${TMPDIR:-/tmp}/tusfs-soak.XXXXXX")
+trap 'rm -f "$log"' EXIT
+
+i=0
+while [ "$(date +%s)" -lt "$end" ]; do
+	chunk=${chunks[$((i % 3))]}
+	mix=${mixes[$((i / 3 % 3))]}
+	fault=${faults[$((i / 9 % 2))]}
+	size=${max_size[$chunk]}
+	i=$((i + 1))
+	size_bytes=$(numfmt --from=iec "$size")
+	# shellcheck disable=SC2086 # mix and fault are word lists
+	if tests/stress/run.sh --seeds "$seed" --ops "$ops" --chunk "$chunk" \
+		--max-size "$size_bytes" --timeout 120 --quiet $mix \
+		${fault:+-- $fault} >"$log" 2>&1; then
+		seeds_ok=$((seeds_ok + 1))
+		n=$(sed -n 's/^ops: \([0-9]*\) .*/\1/p' "$log")
+		total_ops=$((total_ops + ${n:-0}))
+		result=passed
+	else
+		seeds_bad=$((seeds_bad + 1))
+		kept=$(sed -n 's/^run.sh: kept //p' "$log")
+		failures="$failures
+  seed $seed chunk $chunk $mix ${fault:-no faults}: $(grep -m1 -E \
+			'^(HANG|DIVERGENCE|seed .*: the mount)' "$log" || tail -1 "$log") ($kept)"
+		result=FAILED
+	fi
+	runs=$((runs + 1))
+	echo "run $runs: seed $seed chunk $chunk $mix ${fault:-no faults}: $result"
+	seed=$((seed + 1))
+done
+
+echo "soak: $minutes min, $runs runs, $total_ops ops in $seeds_ok passing" \
+	"seeds, $seeds_bad failed"
+[ -z "$failures" ] || echo "failures:$failures"
+echo "$seeds_ok passed, $seeds_bad failed"
+[ "$seeds_bad" = 0 ]

@@ -1080,7 +1080,10 @@ function tusNodePipeline(config, tasks) {
       expirationPeriodInMilliseconds: config.expirationMs,
     }),
     maxSize: config.maxSize,
-    relativeLocation: config.relativeLocation,
+    // @tus/server takes the scheme from forwarding headers only (else
+    // http); an https backend must say https in its Location.
+    generateUrl: (_req, { proto, host, path, id }) => (config.relativeLocation
+      ? `${path}/${id}` : `${config.tls ? 'https' : proto}://${host}${path}/${id}`),
     // The last byte arrived: a task is due if the metadata has a taskId.
     onUploadFinish: async (_req, upload) => {
       if (config.discard) return {};

@@ -1,11 +1,12 @@
 /*
- * The chunk planner. Policy in one place: multi-chunk files are created
- * bare and then sent in chunk_size PATCHes (so no request body exceeds a
- * chunk, whatever proxy sits in front); a file that is complete and fits in
- * one chunk goes up in a single creation-with-upload POST; an open file is
- * created with a deferred length once a whole chunk is spooled, and the
- * length goes with the first PATCH after the last close, which may carry no
- * bytes at all when the file ends on a chunk boundary.
+ * The chunk planner. Policy in one place: every upload is created bare and
+ * then sent in chunk_size PATCHes (so no request body exceeds a chunk,
+ * whatever proxy sits in front), and the last byte always goes in a PATCH:
+ * tuspyserver runs its completion hook, which is how the service starts a
+ * transcription, only when a PATCH completes an upload (BACKEND.md 1b). An
+ * open file is created with a deferred length once a whole chunk is
+ * spooled, and the length goes with the first PATCH after the last close,
+ * which may carry no bytes at all when the file ends on a chunk boundary.
  */
 #include "tusfs_setup.h"
 #include "tusfs/plan.h"
@@ -28,9 +29,6 @@ static struct plan_step plan_create(const struct plan_input *in)
 		}
 		s.action = PLAN_CREATE;
 		s.length = (int64_t)in->size;
-		if ((in->extensions & TUS_EXT_CREATION_WITH_UPLOAD) &&
-		    in->size <= in->chunk_size)
-			s.body_len = in->size;
 		return s;
 	}
 	/* Without deferred length, an open file waits for its last close. */
@@ -68,12 +66,17 @@ struct plan_step plan_next(const struct plan_input *in)
 		s.body_len = min_u64(avail, in->chunk_size);
 		if (in->declared_length == TUS_LENGTH_UNKNOWN)
 			s.length = (int64_t)in->size;
+		s.final = s.body_len == avail;
 		return s;
 	}
 	if (avail >= in->chunk_size ||
 	    (in->sync_target > in->offset && avail > 0)) {
 		s.action = PLAN_PATCH;
 		s.body_len = min_u64(avail, in->chunk_size);
+		/* Reopened with its length declared: the last byte is known. */
+		s.final =
+		    in->declared_length != TUS_LENGTH_UNKNOWN &&
+		    in->offset + s.body_len == (uint64_t)in->declared_length;
 	}
 	return s;
 }

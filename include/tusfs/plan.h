@@ -33,10 +33,9 @@ enum plan_action {
 	PLAN_WAIT,
 	/* The server has every byte and the length (or the file is empty). */
 	PLAN_DONE,
-	/* POST; body_len bytes from offset 0 go with it (creation-with-upload).
-	 */
+	/* POST, bare: the bytes follow in PATCHes. */
 	PLAN_CREATE,
-	/* PATCH body_len bytes at offset. */
+	/* PATCH body_len bytes at offset; final when they complete it. */
 	PLAN_PATCH,
 	/* The server's copy can no longer become the file: start over. */
 	PLAN_RESTART,
@@ -48,6 +47,9 @@ struct plan_step {
 	uint64_t body_len;
 	/* Upload-Length to send with this request, or TUS_LENGTH_UNKNOWN. */
 	int64_t length;
+	/* This request carries the upload's last byte: the server completes
+	 * the upload with it (and may hand it to its service). */
+	bool final;
 };
 
 struct plan_step plan_next(const struct plan_input *in);

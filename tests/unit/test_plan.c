@@ -67,10 +67,12 @@ TEST(empty_file_is_never_uploaded)
 	ASSERT_EQ(plan_next(&in).action, PLAN_DONE);
 }
 
-TEST(small_sealed_file_is_one_post)
+/* tuspyserver starts the service's work only when a PATCH completes an
+ * upload: no file, however small, is completed by its POST. */
+TEST(small_sealed_file_is_a_bare_post_and_one_patch)
 {
 	int posts, patches;
-	uint64_t body = 0;
+	uint64_t body = 1;
 	bool fl = false;
 
 	for (uint64_t size = 1; size <= CHUNK; size += CHUNK - 1) {
@@ -78,8 +80,8 @@ TEST(small_sealed_file_is_one_post)
 		    simulate(input(size, true), &posts, &patches, &body, &fl),
 		    1);
 		ASSERT_EQ(posts, 1);
-		ASSERT_EQ(patches, 0);
-		ASSERT_EQ(body, size);
+		ASSERT_EQ(body, 0);
+		ASSERT_EQ(patches, 1);
 	}
 }
 
@@ -99,6 +101,34 @@ TEST(sealed_multi_chunk_posts_bare_then_patches)
 		ASSERT_EQ(body, 0);
 		ASSERT_EQ(patches, want[i]);
 	}
+}
+
+TEST(only_the_request_with_the_last_byte_is_final)
+{
+	struct plan_input in = input(2 * CHUNK + 5, true);
+	struct plan_step s;
+
+	in.created = true;
+	in.declared_length = 2 * CHUNK + 5;
+	s = plan_next(&in);
+	ASSERT_EQ(s.action, PLAN_PATCH);
+	ASSERT(!s.final);
+	in.offset = 2 * CHUNK;
+	s = plan_next(&in);
+	ASSERT_EQ(s.body_len, 5);
+	ASSERT(s.final);
+	/* A deferred length on a chunk boundary: the empty PATCH is final. */
+	in = input(2 * CHUNK, true);
+	in.created = true;
+	in.offset = 2 * CHUNK;
+	s = plan_next(&in);
+	ASSERT_EQ(s.body_len, 0);
+	ASSERT(s.final);
+	/* Still open: nothing is final while the length is unknown. */
+	in = input(3 * CHUNK, false);
+	in.created = true;
+	in.offset = 2 * CHUNK;
+	ASSERT(!plan_next(&in).final);
 }
 
 TEST(without_creation_with_upload)

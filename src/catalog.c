@@ -42,6 +42,7 @@ const char *tr_state_name(enum tr_state s)
 	    [TR_NONE] = "waiting",	    [TR_QUEUED] = "queued",
 	    [TR_PROCESSING] = "processing", [TR_COMPLETED] = "completed",
 	    [TR_FAILED] = "failed",	    [TR_MISSING] = "missing",
+	    [TR_STARTING] = "starting",
 	};
 	return names[s];
 }

@@ -36,6 +36,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("fsync=%s", fsync_opt),
     OPT("cache_size=%s", cache_size_opt),
     OPT("stall_timeout=%s", stall_timeout_opt),
+    OPT("answer_timeout=%s", answer_timeout_opt),
     OPT("task_url=%s", task_url),
     OPT("progress_url=%s", progress_url),
     OPT("transcripts=%s", transcripts_opt),
@@ -206,6 +207,7 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->cache_size = CONFIG_DEFAULT_CACHE;
 	cfg->stall_timeout_s = CONFIG_DEFAULT_STALL_S;
+	cfg->answer_timeout_s = CONFIG_DEFAULT_ANSWER_S;
 	cfg->transcripts = true;
 	cfg->task_timeout_s = CONFIG_DEFAULT_TASK_TIMEOUT_S;
 	cfg->max_task_json = TASK_DEFAULT_BODY;
@@ -253,6 +255,16 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 			return -EINVAL;
 		}
 		cfg->stall_timeout_s = (long)n;
+	}
+	if (cfg->answer_timeout_opt) {
+		if (config_parse_size(cfg->answer_timeout_opt, &n) < 0 ||
+		    n < 1 || n > 86400) {
+			complain("invalid answer_timeout '%s' (1 to 86400 "
+				 "seconds)",
+				 cfg->answer_timeout_opt);
+			return -EINVAL;
+		}
+		cfg->answer_timeout_s = (long)n;
 	}
 	if (cfg->log_level_opt &&
 	    log_level_parse(cfg->log_level_opt, &cfg->log_level) < 0) {
@@ -434,6 +446,7 @@ void config_clear(struct config *cfg)
 	free(cfg->fsync_opt);
 	free(cfg->cache_size_opt);
 	free(cfg->stall_timeout_opt);
+	free(cfg->answer_timeout_opt);
 	free(cfg->max_task_json_opt);
 	free(cfg->max_depth_opt);
 	free(cfg->task_url);
@@ -473,6 +486,9 @@ void config_print_help(void)
 	    "                           reading back (default 1G; 0: none)\n"
 	    "    -o stall_timeout=S     abort and retry a transfer with no\n"
 	    "                           progress for S seconds (default 60)\n"
+	    "    -o answer_timeout=S    wait S seconds for the answer to an\n"
+	    "                           upload's last byte, while the server\n"
+	    "                           checks the file (default 900)\n"
 	    "    -o transcripts=on|off  poll transcription tasks and show\n"
 	    "                           NAME.txt/.srt/.vtt/.json (default on;\n"
 	    "                           off for plain TUS servers)\n"

@@ -25,6 +25,22 @@
  * Retry-After honoured) and re-reads the offset with HEAD before sending
  * again; CONFLICT re-reads it at once; GONE starts a new upload from the
  * spool; FATAL fails the file for good. Other files keep moving meanwhile.
+ *
+ * The last byte. The service completes an upload inside the PATCH that
+ * carries its last byte: it checks the file, moves it away (404 from then
+ * on) and decodes it before answering (BACKEND.md 1b). So before that
+ * request goes, final_sent is journaled, and from then on the upload is
+ * never sent again:
+ *   answer 2xx                      UPLOADED, task queued
+ *   404/410 (PATCH or HEAD)         taken: UPLOADED, task starting *
+ *   timeout, lost, 5xx, 524, 409    HEAD decides: 404 taken; complete:
+ *                                   UPLOADED; short: send the rest
+ *   4xx, 500, and HEAD complete     UPLOADED, transcription failed now
+ *   4xx, HEAD short                 FAILED as before
+ * (* without a task API, a 404 still means lost: upload again.) The answer
+ * may take minutes, so it has its own bound (answer_timeout_s), not the
+ * stall timeout; a PATCH that completes an upload HEAD shows complete is
+ * never sent, since the service would run its hook again.
  */
 #include "tusfs_setup.h"
 #include "tusfs/engine.h"
@@ -66,6 +82,7 @@ struct engine {
 	struct http_curl_config http; /* strings borrowed from the config */
 	struct tus_server server;
 	uint64_t chunk_size;
+	long answer_timeout_s;
 	unsigned nworkers;
 	unsigned started;
 	struct worker *workers;
@@ -161,6 +178,8 @@ static struct node *pop_ready(struct engine *e, struct timespec *wake)
 
 static void set_message(struct node *n, const char *msg)
 {
+	if (msg == n->up.message)
+		return;
 	free(n->up.message);
 	n->up.message = msg ? strdup(msg) : NULL;
 }
@@ -219,7 +238,32 @@ static void forget_upload(struct engine *e, struct node *n)
 	n->up.sent_mark = 0;
 	n->up.declared_length = TUS_LENGTH_UNKNOWN;
 	n->up.need_head = false;
+	n->up.final_sent = false;
+	n->up.final_answer = FINAL_UNSEEN;
 	journal_mark(e->journal, n);
+}
+
+/* Whether a task API tells how an upload went (-o transcripts). */
+static bool has_tasks(const struct engine *e)
+{
+	return e->poller && poller_transcripts(e->poller);
+}
+
+/*
+ * A 404 for an upload whose last byte may have gone: the service took the
+ * file (it moves it away before it answers). Sending it again would start
+ * a second transcription, so it counts as uploaded and its task decides.
+ */
+static enum step_result taken(struct engine *e, struct node *n, const char *why)
+{
+	log_info("'%s': %s after its last byte was sent: the server took the "
+		 "file; its task decides",
+		 n->name, why);
+	n->up.offset = n->size;
+	n->up.declared_length = (int64_t)n->size;
+	n->up.need_head = false;
+	journal_mark(e->journal, n);
+	return STEP_CONTINUE;
 }
 
 static bool upload_complete(const struct node *n)
@@ -329,8 +373,16 @@ static enum step_result resync(struct worker *w, struct node *n)
 		pthread_cond_broadcast(&e->progress_cv);
 		log_debug("'%s': server offset is %llu", n->name,
 			  (unsigned long long)offset);
+		/* A refusal of the last byte that did not even store it. */
+		if (n->up.final_answer == FINAL_REFUSED &&
+		    !upload_complete(n)) {
+			fail_upload(e, n, n->up.message);
+			return STEP_IDLE;
+		}
 		return STEP_CONTINUE;
 	case TUS_GONE:
+		if (n->up.final_sent && has_tasks(e))
+			return taken(e, n, st.message);
 		log_warn("'%s': %s; uploading again from the spool", n->name,
 			 st.message);
 		forget_upload(e, n);
@@ -439,6 +491,7 @@ static enum tus_outcome send_request(struct worker *w, struct node *n,
 		    .body = &body,
 		    .length = step->length,
 		    .cancel = &n->up.cancel,
+		    .answer_timeout_s = step->final ? e->answer_timeout_s : 0,
 		};
 		o = tus_patch(w->tus, &req, offset, st);
 	}
@@ -449,12 +502,39 @@ static enum tus_outcome send_request(struct worker *w, struct node *n,
 	return o;
 }
 
+/*
+ * Notes what the answer to the request carrying the last byte said; HEAD
+ * decides what it means (resync, finish). Lock held.
+ */
+static void note_final_answer(struct node *n, enum tus_outcome o,
+			      const struct tus_status *st)
+{
+	if (o == TUS_OK)
+		n->up.final_answer = FINAL_ACCEPTED;
+	else if (o == TUS_FATAL)
+		n->up.final_answer = FINAL_REFUSED;
+	else if (st->http_status == 500)
+		n->up.final_answer = FINAL_ERROR;
+	else
+		n->up.final_answer = FINAL_UNSEEN;
+}
+
 /* Acts on the outcome o of step's request. Lock held. */
 static enum step_result take_outcome(struct engine *e, struct node *n,
 				     const struct plan_step *step,
 				     enum tus_outcome o, char *new_url,
 				     uint64_t offset, struct tus_status *st)
 {
+	if (step->final)
+		note_final_answer(n, o, st);
+	if (n->up.final_sent && o == TUS_GONE && has_tasks(e))
+		return taken(e, n, st->message);
+	/* Refused: was the file stored whole first? HEAD tells. */
+	if (step->final && o == TUS_FATAL && n->up.url) {
+		set_message(n, st->message);
+		n->up.need_head = true;
+		return STEP_CONTINUE;
+	}
 	switch (o) {
 	case TUS_OK:
 		if (new_url) {
@@ -505,9 +585,14 @@ static enum step_result send_step(struct worker *w, struct node *n,
 	char *url, *meta, *new_url = NULL;
 
 	/* The URL must survive a crash before the first PATCH goes: a lost
-	 * URL means sending every byte again. */
-	if (!create && !n->up.url_durable) {
-		int rc = journal_sync(e->journal, n);
+	 * URL means sending every byte again. So must final_sent before the
+	 * last byte goes: a 404 after it means taken, not lost. */
+	if (!create &&
+	    (!n->up.url_durable || (step->final && !n->up.final_sent))) {
+		int rc;
+
+		n->up.final_sent |= step->final;
+		rc = journal_sync(e->journal, n);
 
 		if (rc < 0) {
 			st.err = rc;
@@ -607,13 +692,19 @@ int engine_release_cache(struct engine *e)
 static void finish(struct engine *e, struct node *n)
 {
 	if (n->up.url) {
+		enum final_answer a = n->up.final_answer;
+		bool refused = a == FINAL_REFUSED || a == FINAL_ERROR;
+
 		if (n->up.state != UPLOAD_UPLOADED)
 			log_info("'%s': uploaded %llu bytes to %s", n->name,
 				 (unsigned long long)n->size, n->up.url);
 		n->up.state = UPLOAD_UPLOADED;
-		cache_add(e, n);
+		/* A refused file's spool stays, whatever the cache's budget. */
+		if (!refused)
+			cache_add(e, n);
 		if (e->poller)
-			poller_upload_done(e->poller, n);
+			poller_upload_done(e->poller, n, a);
+		set_message(n, NULL);
 	} else {
 		n->up.state = UPLOAD_EMPTY;
 	}
@@ -842,7 +933,9 @@ static void resume_tree(struct engine *e, struct node *dir)
 		n->up.hold = catalog_temp_name(e->temp_names, n->name);
 		switch (n->up.state) {
 		case UPLOAD_UPLOADED:
-			if (spool_size(e->spool, n->ino) == (int64_t)n->size)
+			/* A refused recording keeps its spool (finish). */
+			if (n->tr.state != TR_FAILED &&
+			    spool_size(e->spool, n->ino) == (int64_t)n->size)
 				cache_add(e, n);
 			break;
 		case UPLOAD_EMPTY:
@@ -923,6 +1016,7 @@ struct engine *engine_create(const struct engine_config *cfg,
 	e->cache_size = cfg->cache_size;
 	e->server = cfg->server;
 	e->chunk_size = cfg->chunk_size;
+	e->answer_timeout_s = cfg->answer_timeout_s;
 	e->nworkers = cfg->workers;
 	e->http = cfg->http;
 	e->http.abort_all = &e->abort_all;

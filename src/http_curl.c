@@ -52,6 +52,8 @@ struct xfer {
 	curl_off_t last_ul, last_dl;
 	struct timespec last_move;
 	bool stalled;
+	/* The whole body was sent when the answer bound ran out. */
+	bool unanswered;
 	size_t drained; /* body bytes seen, for HTTP_MAX_DRAIN */
 };
 
@@ -243,19 +245,25 @@ static int on_seek(void *arg, curl_off_t offset, int origin)
  * Called about once a second and on every transfer: aborts on request
  * (unlink, shutdown) and when no byte has moved either way for
  * stall_timeout_s. libcurl's own low-speed check averages over a window of
- * several seconds, so a stall would take that much longer to notice.
+ * several seconds, so a stall would take that much longer to notice. Once
+ * the whole body of a request with an answer bound is sent, the quiet is
+ * the server working, and the bound counts instead.
  */
 static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 		       curl_off_t ultotal, curl_off_t ulnow)
 {
 	struct xfer *x = arg;
+	const struct http_request *req = x->req;
+	uint64_t body = req->body ? req->body->length : 0;
+	bool answering = req->answer_timeout_s > 0 && dlnow == 0 &&
+			 ulnow >= 0 && (uint64_t)ulnow >= body;
 	struct timespec now;
 
 	(void)dltotal;
 	(void)ultotal;
 	if (x->hc->abort_all && atomic_load(x->hc->abort_all))
 		return 1;
-	if (x->req->cancel && atomic_load(x->req->cancel))
+	if (req->cancel && atomic_load(req->cancel))
 		return 1;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (ulnow != x->last_ul || dlnow != x->last_dl ||
@@ -265,8 +273,10 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 		x->last_move = now;
 		return 0;
 	}
-	if (now.tv_sec - x->last_move.tv_sec >= x->hc->stall_timeout_s) {
+	if (now.tv_sec - x->last_move.tv_sec >=
+	    (answering ? req->answer_timeout_s : x->hc->stall_timeout_s)) {
 		x->stalled = true;
+		x->unanswered = answering;
 		return 1;
 	}
 	return 0;
@@ -397,8 +407,13 @@ static int curl_perform(struct http *h, const struct http_request *req,
 	curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, hc->connect_timeout_s);
-	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, (long)HTTP_LOW_SPEED);
-	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, hc->stall_timeout_s);
+	/* on_progress alone watches a request whose answer may be slow. */
+	if (req->answer_timeout_s == 0) {
+		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT,
+				 (long)HTTP_LOW_SPEED);
+		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME,
+				 hc->stall_timeout_s);
+	}
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, &x);
@@ -425,7 +440,11 @@ static int curl_perform(struct http *h, const struct http_request *req,
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
 	} else {
 		rc = map_curl_error(code, &x);
-		if (x.stalled)
+		if (x.unanswered)
+			snprintf(resp->error, sizeof(resp->error),
+				 "no answer %ld s after the last byte",
+				 req->answer_timeout_s);
+		else if (x.stalled)
 			snprintf(resp->error, sizeof(resp->error),
 				 "stalled: no progress for %ld s",
 				 hc->stall_timeout_s);

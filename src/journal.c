@@ -76,6 +76,7 @@ enum tag {
 
 #define FLAG_RESTART	    1u
 #define FLAG_NEW_GENERATION 2u
+#define FLAG_FINAL_SENT	    4u
 
 /* ---------------------------------------------------------------------- */
 /* Encoding */
@@ -152,7 +153,8 @@ int journal_encode(const struct journal_entry *e, char **buf, size_t *len)
 	size_t cap = HEADER_LEN + T_COUNT * 21 + names;
 	struct out o = {.len = HEADER_LEN};
 	uint64_t flags = (e->restart ? FLAG_RESTART : 0) |
-			 (e->new_generation ? FLAG_NEW_GENERATION : 0);
+			 (e->new_generation ? FLAG_NEW_GENERATION : 0) |
+			 (e->final_sent ? FLAG_FINAL_SENT : 0);
 
 	if (cap > JOURNAL_MAX_RECORD || !e->name)
 		return -EINVAL;
@@ -330,12 +332,13 @@ static int decode_field(struct journal_entry *e, unsigned tag,
 	case T_FLAGS:
 		e->restart = a & FLAG_RESTART;
 		e->new_generation = a & FLAG_NEW_GENERATION;
+		e->final_sent = a & FLAG_FINAL_SENT;
 		return 0;
 	case T_MESSAGE:
 		return get_string(v, len, MAX_MESSAGE, false, &e->message);
 	case T_TR_STATE:
 		e->tr_state = (uint32_t)a;
-		return a <= TR_MISSING ? 0 : -EBADMSG;
+		return a <= TR_STARTING ? 0 : -EBADMSG;
 	case T_TR_STAGE:
 		if (len >= sizeof(e->tr_stage))
 			return -EBADMSG;
@@ -531,6 +534,7 @@ static void snapshot(const struct node *n, uint64_t seq,
 	e->state = n->up.state;
 	e->restart = n->up.restart;
 	e->new_generation = n->up.new_generation;
+	e->final_sent = n->up.final_sent;
 	e->message = n->up.message;
 	e->tr_state = n->tr.state;
 	memcpy(e->tr_stage, n->tr.stage, sizeof(e->tr_stage));
@@ -1006,6 +1010,7 @@ static void restore_file(struct node *n, const struct journal_entry *e,
 	memcpy(up->task_id, e->task_id, sizeof(up->task_id));
 	up->restart = e->restart;
 	up->new_generation = e->new_generation;
+	up->final_sent = e->final_sent;
 	up->message = e->message;
 	up->fp_valid = e->fp_valid;
 	up->fp_size = e->fp_size;
@@ -1045,6 +1050,7 @@ static void restore_file(struct node *n, const struct journal_entry *e,
 			up->restart = up->url != NULL;
 			up->new_generation = true;
 			up->need_head = false;
+			up->final_sent = false;
 			up->fp_valid = false;
 			if (meta_uuid4(up->task_id) < 0)
 				up->task_id[0] = '\0';

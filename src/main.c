@@ -202,6 +202,7 @@ static int build(struct config *cfg, char *origin, size_t originsz,
 	    .language = cfg->language,
 	    .cache_size = cfg->cache_size,
 	    .temp_names = cfg->temp_names,
+	    .answer_timeout_s = cfg->answer_timeout_s,
 	};
 	struct poller_config pc = {
 	    .transcripts = cfg->transcripts,

@@ -408,7 +408,8 @@ static void schedule(struct poller *p, struct node *n, unsigned interval_ms)
 static bool pending(const struct node *n)
 {
 	return !n->unlinked && n->up.state == UPLOAD_UPLOADED &&
-	       (n->tr.state == TR_QUEUED || n->tr.state == TR_PROCESSING);
+	       (n->tr.state == TR_QUEUED || n->tr.state == TR_STARTING ||
+		n->tr.state == TR_PROCESSING);
 }
 
 /*
@@ -626,14 +627,31 @@ bool poller_transcripts(const struct poller *p)
 	return p->transcripts;
 }
 
-void poller_upload_done(struct poller *p, struct node *n)
+void poller_upload_done(struct poller *p, struct node *n,
+			enum final_answer answer)
 {
 	if (!p->transcripts || n->tr.state != TR_NONE || !n->up.task_id[0])
 		return;
 	clock_gettime(CLOCK_REALTIME, &n->tr.since);
-	n->tr.state = TR_QUEUED;
-	n->tr.interval_ms = FIRST_INTERVAL;
 	journal_mark(p->journal, n);
+	if (answer == FINAL_REFUSED || answer == FINAL_ERROR) {
+		/* The server holds every byte and said no: no task will come,
+		 * and asking would only wait out task_timeout. */
+		char msg[512];
+
+		snprintf(msg, sizeof(msg),
+			 "the server refused the file after its last byte "
+			 "(%s); likely its content does not match the "
+			 "extension of '%s', or it holds no audio",
+			 n->up.message ? n->up.message : "no reason given",
+			 n->name);
+		set_str(&n->tr.error, msg);
+		set_state(n, TR_FAILED);
+		log_warn("'%s': transcription failed: %s", n->name, msg);
+		return;
+	}
+	n->tr.state = answer == FINAL_ACCEPTED ? TR_QUEUED : TR_STARTING;
+	n->tr.interval_ms = FIRST_INTERVAL;
 	schedule(p, n, 0);
 }
 
@@ -714,8 +732,9 @@ static void resume_tree(struct poller *p, struct node *dir)
 				 n->name);
 			n->tr.state = TR_PROCESSING;
 		}
+		/* Uploaded under transcripts=off: it was complete then. */
 		if (n->tr.state == TR_NONE)
-			poller_upload_done(p, n);
+			poller_upload_done(p, n, FINAL_ACCEPTED);
 		else if (pending(n) && p->transcripts) {
 			n->tr.interval_ms = FIRST_INTERVAL;
 			schedule(p, n, 0);

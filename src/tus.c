@@ -304,20 +304,13 @@ static enum tus_outcome fail(struct tus_status *st, enum tus_outcome o, int err,
  * left in resp for the caller to read (and clear); otherwise it is cleared
  * and st says why.
  */
-static enum tus_outcome perform(struct tus_client *c, const char *method,
-				const char *url, struct headers *h,
-				const struct http_body *body,
-				const atomic_int *cancel,
-				struct http_response *resp,
+static enum tus_outcome perform(struct tus_client *c,
+				const struct http_request *base,
+				struct headers *h, struct http_response *resp,
 				struct tus_status *st)
 {
-	struct http_request req = {
-	    .method = method,
-	    .url = url,
-	    .headers = (const char *const *)h->lines,
-	    .body = body,
-	    .cancel = cancel,
-	};
+	struct http_request req = *base;
+	const char *method = req.method;
 	enum tus_outcome o;
 	char text[160];
 	int rc;
@@ -332,6 +325,7 @@ static enum tus_outcome perform(struct tus_client *c, const char *method,
 			    method);
 	}
 	h->lines[h->n] = NULL;
+	req.headers = (const char *const *)h->lines;
 	rc = http_perform(c->http, &req, resp);
 	headers_clear(h);
 	if (rc == -ECANCELED) {
@@ -385,7 +379,9 @@ enum tus_outcome tus_discover(struct tus_client *c, struct tus_server *srv,
 	char v[512];
 
 	memset(srv, 0, sizeof(*srv));
-	o = perform(c, "OPTIONS", c->endpoint, &h, NULL, NULL, &resp, st);
+	o = perform(
+	    c, &(struct http_request){.method = "OPTIONS", .url = c->endpoint},
+	    &h, &resp, st);
 	if (o != TUS_OK) {
 		if (st->http_status == 401 || st->http_status == 403)
 			snprintf(st->message, sizeof(st->message),
@@ -443,8 +439,12 @@ enum tus_outcome tus_create(struct tus_client *c,
 		headers_add(&h, "Upload-Metadata: %s", req->metadata);
 	if (req->body)
 		headers_add(&h, OFFSET_CT);
-	o = perform(c, "POST", c->endpoint, &h, req->body, req->cancel, &resp,
-		    st);
+	o = perform(c,
+		    &(struct http_request){.method = "POST",
+					   .url = c->endpoint,
+					   .body = req->body,
+					   .cancel = req->cancel},
+		    &h, &resp, st);
 	/* A missing creation URL is no reason to start over: it is final. */
 	if (o == TUS_GONE || o == TUS_CONFLICT)
 		o = TUS_FATAL;
@@ -499,8 +499,14 @@ enum tus_outcome tus_patch(struct tus_client *c,
 	headers_add(&h, "Upload-Offset: %llu", (unsigned long long)req->offset);
 	if (req->length != TUS_LENGTH_UNKNOWN)
 		headers_add(&h, "Upload-Length: %lld", (long long)req->length);
-	o = perform(c, "PATCH", req->url, &h, req->body, req->cancel, &resp,
-		    st);
+	o = perform(
+	    c,
+	    &(struct http_request){.method = "PATCH",
+				   .url = req->url,
+				   .body = req->body,
+				   .cancel = req->cancel,
+				   .answer_timeout_s = req->answer_timeout_s},
+	    &h, &resp, st);
 	if (o != TUS_OK)
 		return o;
 	o = read_offset("PATCH", &resp, offset, st);
@@ -526,7 +532,8 @@ enum tus_outcome tus_head(struct tus_client *c, const char *url,
 	char v[32];
 
 	headers_add(&h, RESUMABLE_HDR);
-	o = perform(c, "HEAD", url, &h, NULL, NULL, &resp, st);
+	o = perform(c, &(struct http_request){.method = "HEAD", .url = url}, &h,
+		    &resp, st);
 	/* HEAD answers 403 for an unknown upload on some servers. */
 	if (o == TUS_FATAL && st->http_status == 403)
 		o = TUS_GONE;
@@ -554,7 +561,8 @@ enum tus_outcome tus_terminate(struct tus_client *c, const char *url,
 	enum tus_outcome o;
 
 	headers_add(&h, RESUMABLE_HDR);
-	o = perform(c, "DELETE", url, &h, NULL, NULL, &resp, st);
+	o = perform(c, &(struct http_request){.method = "DELETE", .url = url},
+		    &h, &resp, st);
 	if (o == TUS_GONE)
 		return TUS_OK;
 	if (o == TUS_OK)

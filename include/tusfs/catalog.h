@@ -40,6 +40,21 @@ enum upload_state {
 
 const char *upload_state_name(enum upload_state s);
 
+/*
+ * What the answer to the request carrying an upload's last byte said. The
+ * service completes an upload inside that request (BACKEND.md 1b): it
+ * checks the file, moves it away (HEAD and PATCH then answer 404) and
+ * decodes it before it answers, so only a 2xx says for sure that a task
+ * was started, and only a refusal (4xx, 500) for an upload that HEAD
+ * shows complete says for sure that none will be.
+ */
+enum final_answer {
+	FINAL_UNSEEN,	/* none yet, or lost: timeout, 502-504, 524, crash */
+	FINAL_ACCEPTED, /* 2xx: the server completed the upload */
+	FINAL_REFUSED,	/* 4xx or a malformed answer: final unless complete */
+	FINAL_ERROR,	/* 500: retried unless HEAD shows it complete */
+};
+
 /* Where a file's transcription stands, as the poller last saw it. */
 enum tr_state {
 	TR_NONE,       /* the upload is not complete (or transcripts off) */
@@ -48,6 +63,9 @@ enum tr_state {
 	TR_COMPLETED,  /* done; the transcripts are in the state directory */
 	TR_FAILED,     /* the server gave up; error says why */
 	TR_MISSING,    /* the task never appeared, or vanished */
+	/* The last byte was sent but its answer never came (a timeout, a
+	 * crash, a 404: the service took the file): its task decides. */
+	TR_STARTING,
 };
 
 const char *tr_state_name(enum tr_state s);
@@ -96,6 +114,13 @@ struct upload {
 	bool new_generation;
 	/* The offset must be re-read with HEAD before the next PATCH. */
 	bool need_head;
+	/* The request carrying the last byte may have gone (journaled before
+	 * it goes): from then on a 404 means the service took the upload,
+	 * and the task, not HEAD, says how it went. */
+	bool final_sent;
+	/* What that request's answer said (not journaled: after a restart it
+	 * is unseen). */
+	enum final_answer final_answer;
 	/* In the engine's queue / held by a worker. */
 	bool queued;
 	bool active;

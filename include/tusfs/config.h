@@ -20,6 +20,7 @@
 #define CONFIG_MAX_UPLOADS	      64
 #define CONFIG_DEFAULT_CACHE	      (1024ULL * 1024 * 1024)
 #define CONFIG_DEFAULT_STALL_S	      60
+#define CONFIG_DEFAULT_ANSWER_S	      900
 #define CONFIG_DEFAULT_TASK_TIMEOUT_S 3600
 #define CONFIG_DEFAULT_DEPTH	      64
 /* "a/" repeated fills CATALOG_MAX_RELPATH at this depth. */
@@ -47,6 +48,8 @@ struct config {
 	uint64_t cache_size;
 	/* Seconds without progress before a transfer is retried. */
 	long stall_timeout_s;
+	/* Seconds the answer to an upload's last byte may take. */
+	long answer_timeout_s;
 	/* The task routes ("{id}" is the taskId); NULL until main fills in
 	 * the defaults from the endpoint's origin. progress_url "" is none. */
 	char *task_url;
@@ -75,6 +78,7 @@ struct config {
 	char *fsync_opt;
 	char *cache_size_opt;
 	char *stall_timeout_opt;
+	char *answer_timeout_opt;
 	char *transcripts_opt;
 	char *task_timeout_opt;
 	char *max_task_json_opt;

@@ -34,6 +34,10 @@ struct engine_config {
 	struct poller *poller;
 	/* Temporary-name patterns (catalog_temp_name); NULL for none. */
 	const char *temp_names;
+	/* How long the answer to the request carrying an upload's last
+	 * byte may take once it is sent (the service decodes the file
+	 * first); 0: the stall timeout. */
+	long answer_timeout_s;
 };
 
 struct engine;

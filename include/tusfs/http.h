@@ -51,6 +51,12 @@ struct http_request {
 	 * and one longer than this aborts the transfer with -EMSGSIZE.
 	 */
 	size_t max_body;
+	/*
+	 * Seconds the answer may take once the whole body is sent (the
+	 * server is working, not stalled); 0: the stall timeout applies
+	 * throughout. Passing it aborts the transfer with -ETIMEDOUT.
+	 */
+	long answer_timeout_s;
 };
 
 /*

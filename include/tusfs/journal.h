@@ -38,7 +38,7 @@ struct journal_entry {
 	int64_t declared_length;
 	char task_id[META_UUID_LEN + 1];
 	uint32_t state; /* enum upload_state */
-	bool restart, new_generation;
+	bool restart, new_generation, final_sent;
 	char *message;
 	/* The transcription (struct transcription's lasting part). */
 	uint32_t tr_state; /* enum tr_state */

@@ -65,8 +65,13 @@ void poller_resume(struct poller *p);
 
 /* The functions below need the catalog lock. */
 
-/* n's upload has just completed: its task is to be polled. */
-void poller_upload_done(struct poller *p, struct node *n);
+/*
+ * n's upload has just completed: its task is to be polled, unless the
+ * answer to its last byte refused it (then the transcription fails now,
+ * with n->up.message in its error).
+ */
+void poller_upload_done(struct poller *p, struct node *n,
+			enum final_answer answer);
 
 /* n starts a new upload (new taskId): forget the old transcription. */
 void poller_new_upload(struct poller *p, struct node *n);

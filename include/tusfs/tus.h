@@ -86,6 +86,10 @@ struct tus_patch_req {
 	/* Sent as Upload-Length when not TUS_LENGTH_UNKNOWN. */
 	int64_t length;
 	const atomic_int *cancel;
+	/* Seconds to wait for the answer once the whole body is sent; 0: the
+	 * transport's stall timeout. A server may do real work before it
+	 * answers the request that completes an upload. */
+	long answer_timeout_s;
 };
 
 struct tus_client;

@@ -40,7 +40,7 @@ in_namespace() {
 	# tusfs's own options (FUSE's follow in their own section).
 	opts=$("$PREFIX/bin/tusfs" --help | sed -n '/^tusfs options:/,/^$/p' |
 		grep -oE '^ +-o [a-z_]+' | awk '{ print $2 }')
-	[ "$(wc -l <<<"$opts")" -eq 19 ]
+	[ "$(wc -l <<<"$opts")" -eq 20 ]
 	for o in $opts; do
 		grep -qE -- "-o $o([=| ]|$)" <<<"$page" || { echo "man page lacks -o $o"; false; }
 	done

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Soak: runs the model-based exerciser (tests/stress/run.sh) for as long as
 # asked, cycling through chunk sizes (4K, 64K, 256K), op mixes (one file
-# held open with fsync after every op; a tree of files and folders, with
-# and without fsync after every op) and the backend's fault injection (off,
-# then --fail-share 0.1), one new seed per run. Prints a line per run and
-# at the end the runs, seeds and ops that passed and the failures (each
-# kept in its temp dir with its trace). Exits 1 if anything failed.
+# held open with fsync after every op; a tree of files and folders without
+# and with fsync after every op; the tree with two kill -9 and remounts)
+# and the backend's fault injection (off, then --fail-share 0.1), one new
+# seed per run. Prints a line per run and at the end the runs, seeds and
+# ops that passed and the failures (each kept in its temp dir with its
+# trace). Exits 1 if anything failed.
 #
 # usage: scripts/soak.sh [--minutes N] [--ops N] [--first-seed S]
 #   (defaults: 30 minutes, 1000 ops per seed, seeds from 1000)
@@ -31,7 +32,8 @@ chunks=(4K 64K 256K)
 # A 4 KiB chunk sends a 4 MiB file in 1 024 PATCHes: smaller files there.
 declare -A max_size=([4K]=256K [64K]=2M [256K]=4M)
 mixes=("--profile single --fsync-every --check-fsync" "--profile tree"
-	"--profile tree --fsync-every --check-fsync")
+	"--profile tree --fsync-every --check-fsync"
+	"--profile tree --remount-at $((ops / 3)) --remount-at $((ops * 2 / 3))")
 faults=("" "--fail-share 0.1")
 log=$(mktemp "${TMPDIR:-/tmp}/tusfs-soak.XXXXXX")
 trap 'rm -f "$log"' EXIT
@@ -39,8 +41,8 @@ trap 'rm -f "$log"' EXIT
 i=0
 while [ "$(date +%s)" -lt "$end" ]; do
 	chunk=${chunks[$((i % 3))]}
-	mix=${mixes[$((i / 3 % 3))]}
-	fault=${faults[$((i / 9 % 2))]}
+	mix=${mixes[$((i / 3 % 4))]}
+	fault=${faults[$((i / 12 % 2))]}
 	size=${max_size[$chunk]}
 	i=$((i + 1))
 	size_bytes=$(numfmt --from=iec "$size")

@@ -686,6 +686,34 @@ class Exerciser:
         self.log("ls %s" % (d or "."))
         self.check_listing(d)
 
+    def crash_remount(self):
+        """kill -9 the daemon and mount again: the same tree, the same
+        bytes (every write that returned was spooled)."""
+        if not self.a.remount_cmd:
+            raise SystemExit("exerciser: --remount-at needs --remount-cmd")
+        self.log("kill -9 and remount")
+        self.wd.begin("remount")
+        r = subprocess.run(self.a.remount_cmd, shell=True)
+        self.wd.end()
+        if r.returncode != 0:
+            self.fail("remount failed (exit %d)" % r.returncode)
+        for h in self.handles:
+            for fd in (h.tfd, h.mfd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            h.f.writers = 0
+        self.handles = []
+        self.check_tree()
+        for rel in sorted(self.files):
+            m = self.guarded("read %s" % rel,
+                             lambda: open(self.mp(rel), "rb").read())
+            d = res(lambda: open(self.dp(rel), "rb").read())
+            self.expect("read %s after the remount" % rel, m, d)
+            if m[1] != d[1]:
+                self.fail("read %s after the remount: bytes differ" % rel)
+
     # ----- fixed scenarios (regressions) ---------------------------------
     def scenario_fsync_after_shrink(self):
         """Issue 17's hang, reduced: an fsync raised sync_target, a
@@ -783,6 +811,8 @@ class Exerciser:
                     fn is not self.op_fsync:
                 self.op_fsync(self.handles[-1] if self.a.profile ==
                               "single" else None)
+            if i in self.a.remount_at:
+                self.crash_remount()
             if self.a.check_every and i % self.a.check_every == 0:
                 self.check_tree()
         self.opno += 1
@@ -814,7 +844,7 @@ class Exerciser:
             st = self.state(rel)
             data = open(self.dp(rel), "rb").read()
             if self.is_temp(name):
-                if st not in ("held", "uploaded"):
+                if st not in ("held", "uploaded", "empty"):
                     self.fail("%s: temporary name in state %s" % (rel, st))
                 continue
             if not data:
@@ -879,6 +909,10 @@ def main():
                    help="single: one file held open, write/trunc/read only")
     p.add_argument("--scenario", choices=sorted(Exerciser.SCENARIOS),
                    help="a fixed op sequence (a regression) instead")
+    p.add_argument("--remount-at", type=int, action="append", default=[],
+                   help="after op N: --remount-cmd (kill -9, mount again)")
+    p.add_argument("--remount-cmd", help="shell command that kills the "
+                   "daemon and mounts the same state_dir again")
     p.add_argument("--fsync-every", action="store_true")
     p.add_argument("--check-fsync", action="store_true",
                    help="after each fsync the server must hold the bytes")

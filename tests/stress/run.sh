@@ -9,10 +9,13 @@
 # usage: tests/stress/run.sh [--seeds "1 2 3" | --count N [--first S]]
 #          [--ops N] [--chunk SIZE] [--profile tree|single] [--fsync-every]
 #          [--check-fsync] [--files K] [--max-size BYTES] [--timeout S]
-#          [--mount-opts OPTS] [--scenario NAME] [--keep] [--quiet]
+#          [--mount-opts OPTS] [--scenario NAME] [--remount-at OP]...
+#          [--keep] [--quiet]
 #          [-- server.js options...]
 #
-# --scenario runs a fixed op sequence, a regression (exerciser.py
+# --remount-at OP kills the daemon with -9 after op OP and mounts again
+# with the same state_dir (remount.sh); the tree and every file's bytes
+# must then equal the model's, and the run goes on. --scenario runs a fixed op sequence, a regression (exerciser.py
 # --help lists them), instead of random ops. Everything after "--" goes to the backend, e.g. -- --fail-share 0.1 or
 # -- --without creation-with-upload. TUSFS_BIN picks the daemon (default
 # build/stress/tusfs, then build/ci-sanitize/tusfs). A hang (an op that
@@ -24,7 +27,7 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$REPO/tests/stress
 
 seeds="" count=3 first=1 ops=300 chunk=256K profile=tree files=3
-timeout=30 keep=0 quiet=0 mount_opts="" max_size=""
+timeout=30 keep=0 quiet=0 mount_opts="" max_size="" remount_at=()
 ex_flags=()
 backend_args=()
 while [ $# -gt 0 ]; do
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
 	--timeout) timeout=$2; shift ;;
 	--mount-opts) mount_opts=$2; shift ;;
 	--scenario) ex_flags+=(--scenario "$2"); count=1; shift ;;
+	--remount-at) remount_at+=(--remount-at "$2"); shift ;;
 	--fsync-every | --check-fsync | --check-nlink) ex_flags+=("$1") ;;
 	--keep) keep=1 ;;
 	--quiet) quiet=1 ;;
@@ -74,6 +78,9 @@ unmount() {
 	if [ -n "$MNT" ] && grep -q " $MNT fuse" /proc/mounts; then
 		fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT" || true
 	fi
+	# A remount (remount.sh) started a daemon of its own.
+	[ -n "$MNT" ] && [ -s "$(dirname "$MNT")/tusfs.pid" ] &&
+		TUSFS_PID=$(cat "$(dirname "$MNT")/tusfs.pid")
 	if [ -n "$TUSFS_PID" ]; then
 		for _ in $(seq 100); do
 			kill -0 "$TUSFS_PID" 2>/dev/null || break
@@ -120,6 +127,7 @@ for seed in $seeds; do
 	[ -n "$mount_opts" ] && opts="$opts,$mount_opts"
 	"$TUSFS_BIN" -f -o "$opts" "$ENDPOINT" "$MNT" 2>>"$S/daemon.log" &
 	TUSFS_PID=$!
+	echo "$TUSFS_PID" >"$S/tusfs.pid"
 	for _ in $(seq 400); do
 		grep -q " $MNT fuse" /proc/mounts && break
 		kill -0 "$TUSFS_PID" 2>/dev/null || break
@@ -132,7 +140,7 @@ for seed in $seeds; do
 		unmount
 		continue
 	fi
-	hang="gdb -p $TUSFS_PID -batch -ex 'thread apply all bt' \
+	hang="gdb -p \$(cat $S/tusfs.pid) -batch -ex 'thread apply all bt' \
 >$S/hang.gdb 2>&1 || true; echo 'backtraces: $S/hang.gdb' >&2"
 	command -v gdb >/dev/null || hang=""
 	rc=0
@@ -140,7 +148,9 @@ for seed in $seeds; do
 		--store "$T/store" --seed "$seed" --ops "$ops" \
 		--profile "$profile" --files "$files" --timeout "$timeout" \
 		--tusfs "$TUSFS_BIN" --trace-file "$S/trace" \
-		--on-hang "$hang" "${ex_flags[@]}" >"$S/out" 2>&1 || rc=$?
+		--on-hang "$hang" "${ex_flags[@]}" "${remount_at[@]}" \
+		--remount-cmd "$HERE/remount.sh $S $ENDPOINT $opts $TUSFS_BIN" \
+		>"$S/out" 2>&1 || rc=$?
 	case $rc in
 	0)
 		passed=$((passed + 1))

@@ -36,7 +36,9 @@ mixes=("--profile single --fsync-every --check-fsync" "--profile tree"
 	"--profile tree --remount-at $((ops / 3)) --remount-at $((ops * 2 / 3))")
 faults=("" "--fail-share 0.1")
 log=$(mktemp "${TMPDIR:-/tmp}/tusfs-soak.XXXXXX")
-trap 'rm -f "$log"' EXIT
+child=""
+trap 'rm -f "$log"; [ -z "$child" ] || kill "$child" 2>/dev/null; wait' EXIT
+trap 'exit 130' INT TERM
 
 i=0
 while [ "$(date +%s)" -lt "$end" ]; do
@@ -46,10 +48,17 @@ while [ "$(date +%s)" -lt "$end" ]; do
 	size=${max_size[$chunk]}
 	i=$((i + 1))
 	size_bytes=$(numfmt --from=iec "$size")
+	# In the background, so that a signal to soak.sh is acted on at once
+	# (run.sh then stops what it started).
 	# shellcheck disable=SC2086 # mix and fault are word lists
-	if tests/stress/run.sh --seeds "$seed" --ops "$ops" --chunk "$chunk" \
+	tests/stress/run.sh --seeds "$seed" --ops "$ops" --chunk "$chunk" \
 		--max-size "$size_bytes" --timeout 120 --quiet $mix \
-		${fault:+-- $fault} >"$log" 2>&1; then
+		${fault:+-- $fault} >"$log" 2>&1 &
+	child=$!
+	rc=0
+	wait "$child" || rc=$?
+	child=""
+	if [ "$rc" = 0 ]; then
 		seeds_ok=$((seeds_ok + 1))
 		n=$(sed -n 's/^ops: \([0-9]*\) .*/\1/p' "$log")
 		total_ops=$((total_ops + ${n:-0}))

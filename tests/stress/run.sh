@@ -72,7 +72,7 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/tusfs-stress.XXXXXX")
-BACKEND_PID="" TUSFS_PID="" MNT=""
+BACKEND_PID="" TUSFS_PID="" MNT="" EX_PID=""
 
 unmount() {
 	if [ -n "$MNT" ] && grep -q " $MNT fuse" /proc/mounts; then
@@ -93,6 +93,10 @@ unmount() {
 }
 
 cleanup() {
+	if [ -n "$EX_PID" ]; then
+		kill "$EX_PID" 2>/dev/null || true
+		wait "$EX_PID" 2>/dev/null || true
+	fi
 	unmount
 	if [ -n "$BACKEND_PID" ]; then
 		kill "$BACKEND_PID" 2>/dev/null || true
@@ -150,7 +154,11 @@ for seed in $seeds; do
 		--tusfs "$TUSFS_BIN" --trace-file "$S/trace" \
 		--on-hang "$hang" "${ex_flags[@]}" "${remount_at[@]}" \
 		--remount-cmd "$HERE/remount.sh $S $ENDPOINT $opts $TUSFS_BIN" \
-		>"$S/out" 2>&1 || rc=$?
+		>"$S/out" 2>&1 &
+	# In the background, so that a signal to run.sh is acted on at once.
+	EX_PID=$!
+	wait "$EX_PID" || rc=$?
+	EX_PID=""
 	case $rc in
 	0)
 		passed=$((passed + 1))

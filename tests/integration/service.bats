@@ -222,3 +222,37 @@ slow_final() {
 	[ "$(requests PATCH | wc -l)" -eq 1 ]
 	assert_stored a.wav "$T/a"
 }
+
+@test "500 files with xargs -P 8 cp: exactly one task each" {
+	backend_start --profile tuspyserver --task-step-ms 20
+	tusfs_mount chunk_size=64K
+	mkdir "$T/batch"
+	for i in $(seq 500); do
+		head -c $((1000 + i * 97)) /dev/urandom >"$T/batch/memo-$i.wav"
+	done
+	find "$T/batch" -type f -print0 | xargs -0 -P 8 -n 20 cp -t "$MNT/"
+	"$TUSFS_BIN" wait "$MNT" --timeout 120
+	[ "$(hook_runs_by_task | wc -l)" -eq 500 ]
+	! hook_runs_by_task | awk '$2 != 1' | grep -q . || false
+	for i in 1 250 500; do
+		assert_stored "memo-$i.wav" "$T/batch/memo-$i.wav"
+	done
+}
+
+@test "the server stopped between requests and back: the upload completes, one task" {
+	backend_start --profile tuspyserver --task-step-ms 20
+	tusfs_mount chunk_size=1M
+	wav "$T/rec.wav" 6000000
+	# Written at 1 MB/s: a 1 MiB PATCH takes milliseconds, so right after
+	# the server confirmed 2 MiB none is in flight, and none is cut.
+	node "$REPO/tests/integration/helpers/slowcopy.mjs" "$T/rec.wav" "$MNT/rec.wav" 1000000 &
+	local writer=$!
+	wait_offset rec.wav 2097152 30
+	backend_stop
+	sleep 2
+	backend_start --profile tuspyserver --task-step-ms 20 --port "$PORT"
+	wait "$writer"
+	"$TUSFS_BIN" wait "$MNT" --transcripts --timeout 90
+	assert_stored rec.wav "$T/rec.wav"
+	[ "$(hook_runs --ok rec.wav)" -eq 1 ]
+}

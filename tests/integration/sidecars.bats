@@ -51,7 +51,9 @@ mask_times() {
 }
 
 @test "a recording goes held, uploading, uploaded, then completed, and its transcripts match the goldens" {
-	backend_start --task-delay 1500 --task-step-ms 700 --stall-ms 2500 --stall-count 1
+	# The service's server, which starts the transcription when a PATCH
+	# completes the upload (BACKEND.md 1b).
+	backend_start --profile tuspyserver --task-delay 1500 --task-step-ms 700 --stall-ms 2500 --stall-count 1
 	tusfs_mount chunk_size=64K
 	media "$T/talk.wav" 10 7
 
@@ -96,6 +98,7 @@ mask_times() {
 		[ "$(stat -c %a "$MNT/talk.wav.$f")" = 444 ]
 	done
 	"$TUSFS_BIN" wait "$MNT" --transcripts --timeout 5
+	[ "$(hook_runs --ok talk.wav)" -eq 1 ]
 }
 
 @test "a failed task shows failed with the server's message and no transcripts" {

@@ -3,10 +3,10 @@
 # asked, cycling through chunk sizes (4K, 64K, 256K), op mixes (one file
 # held open with fsync after every op; a tree of files and folders without
 # and with fsync after every op; the tree with two kill -9 and remounts)
-# and the backend's fault injection (off, then --fail-share 0.1), one new
-# seed per run. Prints a line per run and at the end the runs, seeds and
-# ops that passed and the failures (each kept in its temp dir with its
-# trace). Exits 1 if anything failed.
+# and the backend (defaults, with --fail-share 0.1, then its tuspyserver
+# profile), one new seed per run. Prints a line per run and at the end
+# the runs, seeds and ops that passed and the failures (each kept in its
+# temp dir with its trace). Exits 1 if anything failed.
 #
 # usage: scripts/soak.sh [--minutes N] [--ops N] [--first-seed S]
 #   (defaults: 30 minutes, 1000 ops per seed, seeds from 1000)
@@ -34,7 +34,7 @@ declare -A max_size=([4K]=256K [64K]=2M [256K]=4M)
 mixes=("--profile single --fsync-every --check-fsync" "--profile tree"
 	"--profile tree --fsync-every --check-fsync"
 	"--profile tree --remount-at $((ops / 3)) --remount-at $((ops * 2 / 3))")
-faults=("" "--fail-share 0.1")
+faults=("" "--fail-share 0.1" "--profile tuspyserver")
 log=$(mktemp "${TMPDIR:-/tmp}/tusfs-soak.XXXXXX")
 child=""
 trap 'rm -f "$log"; [ -z "$child" ] || kill "$child" 2>/dev/null; wait' EXIT
@@ -44,7 +44,7 @@ i=0
 while [ "$(date +%s)" -lt "$end" ]; do
 	chunk=${chunks[$((i % 3))]}
 	mix=${mixes[$((i / 3 % 4))]}
-	fault=${faults[$((i / 12 % 2))]}
+	fault=${faults[$((i / 12 % 3))]}
 	size=${max_size[$chunk]}
 	i=$((i + 1))
 	size_bytes=$(numfmt --from=iec "$size")

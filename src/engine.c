@@ -838,6 +838,42 @@ static enum step_result process(struct worker *w, struct node *n)
 	return r;
 }
 
+/*
+ * Whether n has bytes the engine must send without being asked again: a
+ * sealed file not yet complete, or bytes an fsync waits for. Lock held.
+ */
+static bool needs_driving(const struct engine *e, const struct node *n)
+{
+	if (!e->running || n->unlinked || !S_ISREG(n->mode) || n->up.hold ||
+	    n->up.state == UPLOAD_FAILED || n->up.state == UPLOAD_UPLOADED)
+		return false;
+	if (n->writers == 0)
+		return n->size > 0 && !upload_complete(n);
+	return engine_can_sync_open(e) && n->up.sync_target > n->up.offset &&
+	       n->size > n->up.offset;
+}
+
+void engine_check(const struct engine *e, const struct node *n)
+{
+#ifdef NDEBUG
+	(void)e;
+	(void)n;
+#else
+	/* The fsync hang of issue 17 was a file in this state: nobody
+	 * would ever send its bytes. Debug builds stop at once. */
+	if (needs_driving(e, n) && !n->up.queued && !n->up.active) {
+		log_error("'%s': invariant broken: %llu of %llu bytes "
+			  "confirmed (fsync wants %llu, %u writers), state %s, "
+			  "and no worker has it or will",
+			  n->name, (unsigned long long)n->up.offset,
+			  (unsigned long long)n->size,
+			  (unsigned long long)n->up.sync_target, n->writers,
+			  upload_state_name(n->up.state));
+		abort();
+	}
+#endif
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -866,6 +902,7 @@ static void *worker_main(void *arg)
 		pthread_cond_broadcast(&e->progress_cv);
 		if (r == STEP_LATER && e->running)
 			enqueue(e, n);
+		engine_check(e, n);
 		catalog_put(e->cat, n);
 	}
 	pthread_mutex_unlock(mutex(e));
@@ -966,23 +1003,63 @@ static bool sync_done(const struct engine *e, const struct node *n,
 	/* A truncation since fsync began lowers what can be confirmed. */
 	uint64_t want = target < n->size ? target : n->size;
 
+	/* No UPLOAD_EMPTY here: a file sealed empty and written again still
+	 * says so until a worker takes it, and want == 0 covers the empty. */
 	return !e->running || n->unlinked || n->up.state == UPLOAD_FAILED ||
-	       n->up.state == UPLOAD_EMPTY || n->up.hold || want == 0 ||
+	       n->up.hold || want == 0 ||
 	       (!n->up.restart && n->up.url && n->up.offset >= want);
 }
 
-int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target,
+/*
+ * The watchdog: an fsync waiting longer than stall_timeout while no
+ * request for its file is in flight says so, once, naming the file.
+ */
+static void watch(const struct engine *e, const struct node *n,
+		  struct engine_sync *s)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (s->warned || n->up.active ||
+	    now.tv_sec - s->since.tv_sec < e->http.stall_timeout_s)
+		return;
+	s->warned = true;
+	log_warn(
+	    "'%s': fsync has waited %lld s for %llu bytes with no request "
+	    "in flight: %llu confirmed, state %s%s",
+	    n->name, (long long)(now.tv_sec - s->since.tv_sec),
+	    (unsigned long long)s->target, (unsigned long long)n->up.offset,
+	    upload_state_name(n->up.state), n->up.queued ? ", queued" : "");
+}
+
+int engine_wait_confirmed(struct engine *e, struct node *n,
+			  struct engine_sync *s,
 			  const struct timespec *deadline)
 {
-	/* Only a new target is news for the engine; re-waits stay quiet. */
+	uint64_t target = s->target;
+
+	if (s->since.tv_sec == 0)
+		clock_gettime(CLOCK_MONOTONIC, &s->since);
+	/*
+	 * A new target is news for the engine. So is a file the engine has
+	 * let go of (neither queued nor active) with bytes still to confirm:
+	 * nothing else may be coming to send them.
+	 */
 	if (n->up.sync_target < target) {
 		n->up.sync_target = target;
+		engine_kick(e, n);
+	} else if (!n->up.active && !n->up.queued && !sync_done(e, n, target)) {
+		engine_check(e, n);
 		engine_kick(e, n);
 	}
 	while (!sync_done(e, n, target))
 		if (pthread_cond_timedwait(&e->progress_cv, mutex(e),
-					   deadline) == ETIMEDOUT)
-			return sync_done(e, n, target) ? 0 : -EAGAIN;
+					   deadline) == ETIMEDOUT) {
+			if (sync_done(e, n, target))
+				break;
+			watch(e, n, s);
+			return -EAGAIN;
+		}
 	if (n->up.state == UPLOAD_FAILED || (!e->running && !n->unlinked))
 		return -EIO;
 	return 0;

@@ -883,6 +883,7 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 		engine_kick(t->engine, n);
 	clock_gettime(CLOCK_REALTIME, &n->mtime);
 	n->ctime = n->mtime;
+	engine_check(t->engine, n);
 	catalog_unlock(t->cat);
 	return (int)size;
 }
@@ -919,7 +920,7 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	struct tusfs *t = fs();
 	struct handle *h = handle_of(fi);
 	struct node *n = h->n;
-	uint64_t target;
+	struct engine_sync sync = {0};
 	int rc;
 
 	(void)path;
@@ -940,14 +941,14 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 		catalog_unlock(t->cat);
 		return rc;
 	}
-	target = n->size;
+	sync.target = n->size;
 	do {
 		struct timespec deadline;
 
 		/* Wake each second to notice an interrupt or an unmount. */
 		clock_gettime(CLOCK_MONOTONIC, &deadline);
 		deadline.tv_sec += 1;
-		rc = engine_wait_confirmed(t->engine, n, target, &deadline);
+		rc = engine_wait_confirmed(t->engine, n, &sync, &deadline);
 		if (rc == -EAGAIN && fuse_interrupted())
 			rc = -EINTR;
 		else if (rc == -EAGAIN && fuse_session_exited(fuse_get_session(
@@ -992,6 +993,10 @@ static int tfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	}
 	if ((uint64_t)size < n->up.sent_mark)
 		n->up.restart = true;
+	/* What fsync asked for cannot lie past the end: a later fsync of
+	 * fewer bytes must still be news for the engine. */
+	if (n->up.sync_target > (uint64_t)size)
+		n->up.sync_target = (uint64_t)size;
 	n->size = (uint64_t)size;
 	n->up.content_gen++;
 	n->up.fp_valid = false;
@@ -999,6 +1004,7 @@ static int tfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	n->ctime = n->mtime;
 	journal_mark(t->journal, n);
 	engine_kick(t->engine, n);
+	engine_check(t->engine, n);
 out:
 	if (fd >= 0)
 		close(fd);

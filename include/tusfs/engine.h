@@ -83,15 +83,35 @@ int engine_new_upload(struct engine *e, struct node *n) WARN_UNUSED;
  */
 void engine_resume(struct engine *e);
 
+/* One fsync's wait, across its calls to engine_wait_confirmed. */
+struct engine_sync {
+	/* Bytes to be confirmed: the size when fsync began. */
+	uint64_t target;
+	/* CLOCK_MONOTONIC, set by the first call; zero before. */
+	struct timespec since;
+	/* The watchdog has spoken for this wait. */
+	bool warned;
+};
+
 /*
- * fsync: blocks until the server has confirmed the first `target` bytes of
- * n (or all of it, if it shrank meanwhile): 0. Also returns 0 when n was
- * unlinked; -EIO when its upload failed or the engine stopped; -EAGAIN at
- * deadline (CLOCK_MONOTONIC), so the caller can check for an interrupt or
- * a shutdown and wait again. Catalog lock held on entry and exit.
+ * fsync: blocks until the server has confirmed the first s->target bytes
+ * of n (or all of it, if it shrank meanwhile): 0. Also returns 0 when n
+ * was unlinked; -EIO when its upload failed or the engine stopped;
+ * -EAGAIN at deadline (CLOCK_MONOTONIC), so the caller can check for an
+ * interrupt or a shutdown and wait again. A wait longer than the stall
+ * timeout with no request for n in flight is logged once. Catalog lock
+ * held on entry and exit.
  */
-int engine_wait_confirmed(struct engine *e, struct node *n, uint64_t target,
+int engine_wait_confirmed(struct engine *e, struct node *n,
+			  struct engine_sync *s,
 			  const struct timespec *deadline);
+
+/*
+ * Debug builds: aborts, saying why, if n has bytes to send that no worker
+ * holds, is queued for, or will be woken for (the state of the fsync hang
+ * of issue 17). Nothing in release builds. Catalog lock held.
+ */
+void engine_check(const struct engine *e, const struct node *n);
 
 /*
  * Releases the spools of every completed file (the disk is full). Returns

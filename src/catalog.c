@@ -226,6 +226,8 @@ int catalog_attach(struct node *dir, struct node *n)
 	n->parent = dir;
 	n->next = dir->children;
 	dir->children = n;
+	if (S_ISDIR(n->mode))
+		dir->subdirs++;
 	return 0;
 }
 
@@ -269,6 +271,8 @@ void catalog_detach(struct node *n)
 	while (*pp != n)
 		pp = &(*pp)->next;
 	*pp = n->next;
+	if (S_ISDIR(n->mode))
+		n->parent->subdirs--;
 	n->next = NULL;
 	n->parent = NULL;
 }
@@ -310,9 +314,7 @@ int catalog_rename(struct catalog *cat, struct node *n, struct node *dir,
 	detach(n);
 	free(n->name);
 	n->name = copy;
-	n->parent = dir;
-	n->next = dir->children;
-	dir->children = n;
+	catalog_attach(dir, n);
 	catalog_touch(dir);
 	n->ctime = dir->mtime;
 	return 0;

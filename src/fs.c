@@ -72,7 +72,7 @@ static void fill_stat(const struct node *n, struct stat *st)
 	memset(st, 0, sizeof(*st));
 	st->st_ino = n->ino;
 	st->st_mode = n->mode;
-	st->st_nlink = S_ISDIR(n->mode) ? 2 : 1;
+	st->st_nlink = S_ISDIR(n->mode) ? 2 + n->subdirs : 1;
 	st->st_uid = n->uid;
 	st->st_gid = n->gid;
 	st->st_size = S_ISREG(n->mode) ? (off_t)n->size : 4096;

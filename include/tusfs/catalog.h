@@ -177,6 +177,9 @@ struct node {
 	/* Directory: first child; children are linked through next. */
 	struct node *children;
 	struct node *next;
+	/* Directory: how many of its children are directories (its link
+	 * count is 2 plus this, as find and rename's ".." expect). */
+	unsigned subdirs;
 	mode_t mode;
 	uid_t uid;
 	gid_t gid;

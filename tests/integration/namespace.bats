@@ -83,6 +83,34 @@ teardown() {
 	[ -z "$(ls "$MNT")" ]  # the sidecars went too
 }
 
+@test "a directory's link count is 2 plus its subdirectories, through mkdir, rmdir, rename and a remount" {
+	tusfs_mount
+	links() { stat -c %h "$MNT/$1"; }
+	[ "$(links .)" -eq 2 ]
+	mkdir -p "$MNT/a/b" "$MNT/a/c" "$MNT/d"
+	echo x >"$MNT/a/file.wav"
+	[ "$(links .)" -eq 4 ]
+	[ "$(links a)" -eq 4 ]
+	[ "$(links a/b)" -eq 2 ]
+	# A directory moved to another parent: both counts follow.
+	mv "$MNT/a/c" "$MNT/d/"
+	[ "$(links a)" -eq 3 ]
+	[ "$(links d)" -eq 3 ]
+	# Renamed over an empty directory: the victim's link goes.
+	mkdir "$MNT/d/e"
+	[ "$(links d)" -eq 4 ]
+	mv -T "$MNT/d/c" "$MNT/d/e"
+	[ "$(links d)" -eq 3 ]
+	rmdir "$MNT/a/b"
+	[ "$(links a)" -eq 2 ]
+	# find's leaf optimisation relies on it: every directory is found.
+	[ "$(find "$MNT" -type d | wc -l)" -eq 4 ]
+	tusfs_unmount
+	tusfs_mount
+	[ "$(links .)" -eq 4 ]
+	[ "$(links d)" -eq 3 ]
+}
+
 @test "unlink during an upload terminates it and stops the traffic" {
 	tusfs_mount chunk_size=256K
 	head -c 2000000 /dev/urandom >"$T/src"

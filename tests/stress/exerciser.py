@@ -250,7 +250,20 @@ class Exerciser:
         self.counts[op] = self.counts.get(op, 0) + 1
 
     # ----- comparisons ---------------------------------------------------
+    def check_nlink(self, p, ms, ds):
+        """A directory's st_nlink: 2 plus its subdirectories, exactly."""
+        if self.a.check_nlink and ms.st_nlink != ds.st_nlink:
+            self.fail("stat %s: st_nlink %d, model %d" %
+                      (p or ".", ms.st_nlink, ds.st_nlink))
+
     def check_listing(self, d):
+        # The directory itself too (the seed's root is nobody's child).
+        ms = self.guarded("stat %s" % d, os.stat, self.mp(d))
+        ds = res(os.stat, self.dp(d))
+        if ms[0] != ds[0]:
+            self.expect("stat %s" % (d or "."), ms, ds)
+        if ms[0] == "ok":
+            self.check_nlink(d, ms[1], ds[1])
         m = self.guarded("readdir %s" % d, os.listdir, self.mp(d))
         want_real = {os.path.basename(p) for p in self.children(d)}
         if m[0] == "err":
@@ -284,10 +297,8 @@ class Exerciser:
                 if p in self.files and ms[1].st_size != ds[1].st_size:
                     self.fail("stat %s: size 0x%x, model 0x%x" %
                               (p, ms[1].st_size, ds[1].st_size))
-                if self.a.check_nlink and p in self.dirs and \
-                        ms[1].st_nlink != ds[1].st_nlink:
-                    self.fail("stat %s: st_nlink %d, model %d" %
-                              (p, ms[1].st_nlink, ds[1].st_nlink))
+                if p in self.dirs:
+                    self.check_nlink(p, ms[1], ds[1])
 
     def check_tree(self):
         for d in sorted(self.dirs):

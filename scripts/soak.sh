@@ -4,9 +4,10 @@
 # held open with fsync after every op; a tree of files and folders without
 # and with fsync after every op; the tree with two kill -9 and remounts)
 # and the backend (defaults, with --fail-share 0.1, then its tuspyserver
-# profile), one new seed per run. Prints a line per run and at the end
-# the runs, seeds and ops that passed and the failures (each kept in its
-# temp dir with its trace). Exits 1 if anything failed.
+# profile), one new seed per run, always with --check-nlink (directories'
+# st_nlink must be 2 plus their subdirectories). Prints a line per run
+# and at the end the runs, seeds and ops that passed and the failures
+# (each kept in its temp dir with its trace). Exits 1 if anything failed.
 #
 # usage: scripts/soak.sh [--minutes N] [--ops N] [--first-seed S]
 #   (defaults: 30 minutes, 1000 ops per seed, seeds from 1000)
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
 	--minutes) minutes=$2; shift ;;
 	--ops) ops=$2; shift ;;
 	--first-seed) seed=$2; shift ;;
-	-h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "soak.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -52,7 +53,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
 	# (run.sh then stops what it started).
 	# shellcheck disable=SC2086 # mix and fault are word lists
 	tests/stress/run.sh --seeds "$seed" --ops "$ops" --chunk "$chunk" \
-		--max-size "$size_bytes" --timeout 120 --quiet $mix \
+		--max-size "$size_bytes" --timeout 120 --quiet --check-nlink $mix \
 		${fault:+-- $fault} >"$log" 2>&1 &
 	child=$!
 	rc=0

@@ -8,8 +8,8 @@
 #
 # usage: tests/stress/run.sh [--seeds "1 2 3" | --count N [--first S]]
 #          [--ops N] [--chunk SIZE] [--profile tree|single] [--fsync-every]
-#          [--check-fsync] [--files K] [--max-size BYTES] [--timeout S]
-#          [--mount-opts OPTS] [--scenario NAME] [--remount-at OP]...
+#          [--check-fsync] [--check-nlink] [--files K] [--max-size BYTES]
+#          [--timeout S] [--mount-opts OPTS] [--scenario NAME] [--remount-at OP]...
 #          [--keep] [--quiet]
 #          [-- server.js options...]
 #

@@ -9,6 +9,7 @@
 # clang and libfuzzer-14-dev: the fuzz targets (scripts/fuzz.sh).
 # clang-tidy (clang 14's): static analysis of src/ (.clang-tidy); valgrind:
 # memcheck over the unit tests and a daemon session (scripts/valgrind.sh).
+# python3: the model-based exerciser (tests/stress).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,7 @@ packages=(build-essential cmake pkg-config libfuse3-dev fuse3
 	libcurl4-openssl-dev libjansson-dev libxxhash-dev bats nodejs npm openssl
 	clang-format cppcheck curl attr jq rsync libglib2.0-bin man-db bsdextrautils
 	sox pocketsphinx pocketsphinx-en-us espeak-ng clang libfuzzer-14-dev
-	clang-tidy valgrind)
+	clang-tidy valgrind python3)
 
 missing=()
 for p in "${packages[@]}"; do

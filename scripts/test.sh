@@ -3,7 +3,8 @@
 # Sanitize (ASan+UBSan) tree with -Werror, checks formatting, cppcheck and
 # clang-tidy, runs the unit tests in both trees, a short smoke run of the
 # fuzz targets, the unit tests and a daemon session under valgrind
-# (scripts/valgrind.sh) and the bats integration suite against the
+# (scripts/valgrind.sh), a bounded run of the model-based exerciser
+# (tests/stress) and the bats integration suite against the
 # sanitized daemon, and ends with "N passed, M failed".
 #
 # Usage: scripts/test.sh [bats filter regex]
@@ -78,6 +79,33 @@ record "fuzz smoke" $?
 record "valgrind" $?
 
 export TUSFS_BIN=$root/build/ci-sanitize/tusfs
+
+# The model-based exerciser (tests/stress), bounded: its regressions, fsync
+# after every op at 4K, 64K and 256K chunks, faults on, a kill -9 and
+# remount mid-run, and the tuspyserver profile with the service's hook.
+# scripts/soak.sh runs it for as long as asked.
+stress() { # name run.sh options...
+	local name=$1 out
+	shift
+	out=$(tests/stress/run.sh --quiet "$@" 2>&1)
+	record "stress: $name" $?
+	echo "$out" | tail -n 2
+}
+stress "fsync after a shrink" --scenario fsync-after-shrink
+stress "fsync of a file sealed empty" --scenario fsync-after-empty
+stress "4K, fsync each op" --count 3 --ops 300 --chunk 4K \
+	--max-size 262144 --fsync-every --check-fsync --check-nlink
+stress "64K, fsync each op" --count 3 --ops 400 --chunk 64K \
+	--fsync-every --check-fsync --check-nlink
+stress "256K, one file, fsync each op" --count 3 --ops 400 \
+	--profile single --fsync-every --check-fsync
+stress "64K, faults" --count 2 --ops 400 --chunk 64K --check-nlink \
+	-- --fail-share 0.1
+stress "kill -9 and remount" --count 1 --ops 300 --remount-at 100 \
+	--remount-at 200 --check-nlink
+stress "tuspyserver and the service's hook" --count 2 --ops 400 \
+	--chunk 64K --fsync-every --check-nlink \
+	-- --profile tuspyserver --service-hook
 filter=()
 [ $# -gt 0 ] && filter=(--filter "$1")
 tap=$(bats --tap "${filter[@]}" tests/integration 2>&1)

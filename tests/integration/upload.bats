@@ -198,3 +198,21 @@ teardown() {
 	! grep -q '"status":400' "$REQLOG" || false
 	[ "$(requests PATCH | wc -l)" -eq 4 ]
 }
+
+@test "an fsync waiting past stall_timeout with no request in flight is logged once, naming the file" {
+	# Every PATCH is answered 500: the file waits on its retry timer.
+	backend_start --fail-share 1 --fail-status 500
+	tusfs_mount chunk_size=1M,stall_timeout=2
+	head -c 100000 /dev/urandom >"$T/src"
+	dd if="$T/src" of="$MNT/stuck.wav" bs=64k conv=fsync status=none &
+	local dd=$!
+	for _ in $(seq 100); do
+		grep -q "fsync has waited" "$DLOG" && break
+		sleep 0.1
+	done
+	grep "'stuck.wav': fsync has waited [0-9]* s for 100000 bytes with no request in flight: 0 confirmed, state retrying" "$DLOG"
+	sleep 3
+	[ "$(grep -c "fsync has waited" "$DLOG")" -eq 1 ]
+	kill "$dd"
+	wait "$dd" || true
+}

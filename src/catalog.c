@@ -11,6 +11,8 @@
 #include "tusfs/spool.h"
 #include "tusfs/tus.h"
 
+#include <xxhash.h>
+
 #include <errno.h>
 #include <fnmatch.h>
 #include <limits.h>
@@ -79,6 +81,7 @@ static void node_free(struct node *n)
 	spool_stream_free(n->up.stream);
 	free(n->tr.error);
 	free(n->tr.poll_error);
+	free(n->hslots);
 	free(n->name);
 	free(n);
 }
@@ -156,9 +159,40 @@ struct node *catalog_root(struct catalog *cat)
 	return cat->root;
 }
 
+static size_t slot_of(const char *name, size_t hsize)
+{
+	return (size_t)XXH3_64bits(name, strlen(name)) & (hsize - 1);
+}
+
+/*
+ * Files dir's children by name in a table twice as large (or 16). False
+ * when it cannot: the chains of the table it has just grow longer.
+ */
+static bool rehash(struct node *dir)
+{
+	size_t size = dir->hsize ? dir->hsize * 2 : 16;
+	struct node **slots = calloc(size, sizeof(*slots));
+
+	if (!slots)
+		return false;
+	for (struct node *c = dir->children; c; c = c->next) {
+		size_t i = slot_of(c->name, size);
+
+		c->hnext = slots[i];
+		slots[i] = c;
+	}
+	free(dir->hslots);
+	dir->hslots = slots;
+	dir->hsize = size;
+	return true;
+}
+
 struct node *catalog_child(const struct node *dir, const char *name)
 {
-	for (struct node *c = dir->children; c; c = c->next)
+	struct node *c = dir->hslots ? dir->hslots[slot_of(name, dir->hsize)]
+				     : dir->children;
+
+	for (; c; c = dir->hslots ? c->hnext : c->next)
 		if (strcmp(c->name, name) == 0)
 			return c;
 	return NULL;
@@ -224,10 +258,22 @@ int catalog_attach(struct node *dir, struct node *n)
 	if (catalog_child(dir, n->name))
 		return -EEXIST;
 	n->parent = dir;
+	n->prev = NULL;
 	n->next = dir->children;
+	if (n->next)
+		n->next->prev = n;
 	dir->children = n;
 	if (S_ISDIR(n->mode))
 		dir->subdirs++;
+	/* A new table files every child, n too. */
+	if (++dir->nchildren > dir->hsize && rehash(dir))
+		return 0;
+	if (dir->hslots) {
+		size_t k = slot_of(n->name, dir->hsize);
+
+		n->hnext = dir->hslots[k];
+		dir->hslots[k] = n;
+	}
 	return 0;
 }
 
@@ -266,14 +312,25 @@ int catalog_add(struct catalog *cat, struct node *dir, const char *name,
 
 void catalog_detach(struct node *n)
 {
-	struct node **pp = &n->parent->children;
+	struct node *dir = n->parent;
 
-	while (*pp != n)
-		pp = &(*pp)->next;
-	*pp = n->next;
+	if (n->prev)
+		n->prev->next = n->next;
+	else
+		dir->children = n->next;
+	if (n->next)
+		n->next->prev = n->prev;
+	if (dir->hslots) {
+		struct node **pp = &dir->hslots[slot_of(n->name, dir->hsize)];
+
+		while (*pp != n)
+			pp = &(*pp)->hnext;
+		*pp = n->hnext;
+	}
 	if (S_ISDIR(n->mode))
-		n->parent->subdirs--;
-	n->next = NULL;
+		dir->subdirs--;
+	dir->nchildren--;
+	n->next = n->prev = n->hnext = NULL;
 	n->parent = NULL;
 }
 

@@ -174,9 +174,16 @@ struct node {
 	uint64_t ino;
 	char *name;
 	struct node *parent;
-	/* Directory: first child; children are linked through next. */
+	/* Directory: first child; children are linked through next (and
+	 * prev, so one leaves in O(1)). */
 	struct node *children;
-	struct node *next;
+	struct node *next, *prev;
+	/* Directory: its children by name, a power-of-two table of chains
+	 * through hnext (NULL while none could be allocated: lookups then
+	 * walk the list), and how many children it has. */
+	struct node **hslots;
+	size_t hsize, nchildren;
+	struct node *hnext;
 	/* Directory: how many of its children are directories (its link
 	 * count is 2 plus this, as find and rename's ".." expect). */
 	unsigned subdirs;

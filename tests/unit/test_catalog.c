@@ -69,6 +69,56 @@ TEST(rename_replaces_and_frees_when_unreferenced)
 	catalog_free(cat);
 }
 
+/* 10 000 children: every lookup finds its own through the table's growth,
+ * unlinks and renames keep the table, the list and the counts agreeing. */
+TEST(many_children)
+{
+	enum { N = 10000 };
+	struct catalog *cat = catalog_create(1, 1, 10, on_free, NULL);
+	struct node *root = catalog_root(cat), *dir, *n, *out;
+	char name[32];
+	size_t listed = 0;
+
+	ASSERT_EQ(catalog_add(cat, root, "d", S_IFDIR | 0755, 1, 1, &dir), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "rec-%d.wav", i);
+		ASSERT_EQ(catalog_add(cat, dir, name,
+				      (i % 10 == 5 ? S_IFDIR : S_IFREG) | 0644,
+				      1, 1, &n),
+			  0);
+	}
+	ASSERT_EQ(dir->nchildren, N);
+	ASSERT_EQ(dir->subdirs, N / 10);
+	ASSERT(dir->hsize >= N);
+	for (int i = 0; i < N; i += 7) {
+		snprintf(name, sizeof(name), "rec-%d.wav", i);
+		n = catalog_child(dir, name);
+		ASSERT(n && strcmp(n->name, name) == 0);
+	}
+	/* Every other one goes; the odd ones move to the root. */
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "rec-%d.wav", i);
+		n = catalog_child(dir, name);
+		if (i % 2 == 0)
+			catalog_unlink(cat, n);
+		else
+			ASSERT_EQ(catalog_rename(cat, n, root, name), 0);
+	}
+	ASSERT_EQ(dir->nchildren, 0);
+	ASSERT(dir->children == NULL);
+	ASSERT_EQ(dir->subdirs, 0);
+	ASSERT_EQ(root->subdirs, 1 + N / 10);
+	for (n = root->children; n; n = n->next) {
+		ASSERT(n->next == NULL || n->next->prev == n);
+		listed++;
+	}
+	ASSERT_EQ(listed, N / 2 + 1);
+	ASSERT_EQ(catalog_lookup(cat, "/rec-9999.wav", &out), 0);
+	ASSERT_EQ(catalog_lookup(cat, "/rec-9998.wav", &out), -ENOENT);
+	ASSERT_EQ(catalog_lookup(cat, "/d/rec-1.wav", &out), -ENOENT);
+	catalog_free(cat);
+}
+
 TEST(temp_names)
 {
 	const char *dflt = CONFIG_DEFAULT_TEMP_NAMES;

@@ -81,8 +81,12 @@ struct engine {
 	struct poller *poller;
 	struct http_curl_config http; /* strings borrowed from the config */
 	struct tus_server server;
+	/* Bytes per PATCH: -o chunk_size, or less once a 413 taught that
+	 * the endpoint (a proxy in front) takes no more; catalog lock. */
 	uint64_t chunk_size;
 	long answer_timeout_s;
+	void (*learned)(void *arg, uint64_t max_body);
+	void *learned_arg;
 	unsigned nworkers;
 	unsigned started;
 	struct worker *workers;
@@ -519,12 +523,57 @@ static void note_final_answer(struct node *n, enum tus_outcome o,
 		n->up.final_answer = FINAL_UNSEEN;
 }
 
+/*
+ * A PATCH body refused with 413: almost always a proxy's body limit (nginx
+ * takes 1 MiB by default), which a smaller request passes. Halves the
+ * request size for the whole endpoint, down to ENGINE_MIN_BODY, and goes
+ * on from the server's offset; a body refused at that floor fails the
+ * file. Lock held.
+ */
+static enum step_result shrink(struct engine *e, struct node *n,
+			       const struct plan_step *step,
+			       const struct tus_status *st)
+{
+	/* Whole 64 KiB units keep later reads of the spool aligned. */
+	uint64_t half = step->body_len / 2 / ENGINE_MIN_BODY * ENGINE_MIN_BODY;
+
+	if (step->body_len <= ENGINE_MIN_BODY) {
+		char msg[sizeof(st->message) + 128];
+
+		snprintf(msg, sizeof(msg),
+			 "%s (a request body of %llu bytes was refused, and "
+			 "tusfs sends no less than %d)",
+			 st->message, (unsigned long long)step->body_len,
+			 ENGINE_MIN_BODY);
+		fail_upload(e, n, msg);
+		return STEP_IDLE;
+	}
+	if (half < ENGINE_MIN_BODY)
+		half = ENGINE_MIN_BODY;
+	/* Workers refused at once all halve from the same size: once. */
+	if (half < e->chunk_size) {
+		e->chunk_size = half;
+		log_warn("the endpoint refuses request bodies of %llu bytes "
+			 "(413); sending at most %llu bytes per request from "
+			 "now on",
+			 (unsigned long long)step->body_len,
+			 (unsigned long long)half);
+		if (e->learned)
+			e->learned(e->learned_arg, half);
+	}
+	n->up.need_head = n->up.url != NULL;
+	return STEP_CONTINUE;
+}
+
 /* Acts on the outcome o of step's request. Lock held. */
 static enum step_result take_outcome(struct engine *e, struct node *n,
 				     const struct plan_step *step,
 				     enum tus_outcome o, char *new_url,
 				     uint64_t offset, struct tus_status *st)
 {
+	if (o == TUS_FATAL && st->http_status == 413 &&
+	    step->action == PLAN_PATCH && step->body_len > 0)
+		return shrink(e, n, step, st);
 	if (step->final)
 		note_final_answer(n, o, st);
 	if (n->up.final_sent && o == TUS_GONE && has_tasks(e))
@@ -1094,6 +1143,8 @@ struct engine *engine_create(const struct engine_config *cfg,
 	e->server = cfg->server;
 	e->chunk_size = cfg->chunk_size;
 	e->answer_timeout_s = cfg->answer_timeout_s;
+	e->learned = cfg->learned;
+	e->learned_arg = cfg->learned_arg;
 	e->nworkers = cfg->workers;
 	e->http = cfg->http;
 	e->http.abort_all = &e->abort_all;

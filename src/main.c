@@ -82,42 +82,53 @@ static int discover(const struct http_curl_config *hc, const char *endpoint,
 /*
  * STATE/server remembers what the endpoint offered at the last mount, so
  * a mount works while the server is down: the sidecars and the spool are
- * local, and uploads resume when it is back. It holds one line,
- * "tus extensions=E max_size=M"; parse_server reads it into srv, 0 or
- * -EINVAL.
+ * local, and uploads resume when it is back. It also remembers the
+ * largest request body the endpoint took after a 413 refused a larger one
+ * (a proxy's limit), so the next mount starts below it. One line,
+ * "tus extensions=E max_size=M[ max_body=B]".
  */
-static int parse_server(const char *line, struct tus_server *srv)
+struct server_memory {
+	struct tus_server server;
+	uint64_t max_body; /* 0: no body was ever refused */
+	const char *state_dir;
+};
+
+/* Reads one "KEY=number" field at *p, which it moves past: 0 or -EINVAL. */
+static int field(const char **p, const char *key, unsigned long long *out)
 {
-	static const char ext_key[] = "tus extensions=";
-	static const char max_key[] = " max_size=";
-	const char *p = line + strlen(ext_key);
-	unsigned long long max_size;
-	unsigned long ext;
 	char *end;
 
-	if (strncmp(line, ext_key, strlen(ext_key)) != 0 ||
-	    !isdigit((unsigned char)*p))
+	if (strncmp(*p, key, strlen(key)) != 0)
+		return -EINVAL;
+	*p += strlen(key);
+	if (!isdigit((unsigned char)**p))
 		return -EINVAL;
 	errno = 0;
-	ext = strtoul(p, &end, 10);
-	if (errno || ext > UINT_MAX ||
-	    strncmp(end, max_key, strlen(max_key)) != 0)
+	*out = strtoull(*p, &end, 10);
+	*p = end;
+	return errno ? -EINVAL : 0;
+}
+
+static int parse_server(const char *line, struct server_memory *m)
+{
+	unsigned long long ext, max_size, max_body = 0;
+	const char *p = line;
+
+	if (field(&p, "tus extensions=", &ext) < 0 || ext > UINT_MAX ||
+	    field(&p, " max_size=", &max_size) < 0 ||
+	    (*p == ' ' && field(&p, " max_body=", &max_body) < 0) ||
+	    (*p != '\n' && *p != '\0'))
 		return -EINVAL;
-	p = end + strlen(max_key);
-	if (!isdigit((unsigned char)*p))
-		return -EINVAL;
-	max_size = strtoull(p, &end, 10);
-	if (errno || (*end != '\n' && *end != '\0'))
-		return -EINVAL;
-	srv->extensions = (unsigned)ext;
-	srv->max_size = max_size;
+	m->server.extensions = (unsigned)ext;
+	m->server.max_size = max_size;
+	m->max_body = max_body;
 	return 0;
 }
 
-static int load_server(const char *state_dir, struct tus_server *srv)
+static int load_server(struct server_memory *m)
 {
-	char path[4096], line[128];
-	int n = snprintf(path, sizeof(path), "%s/server", state_dir);
+	char path[4096], line[160];
+	int n = snprintf(path, sizeof(path), "%s/server", m->state_dir);
 	FILE *f;
 	bool got;
 
@@ -129,14 +140,14 @@ static int load_server(const char *state_dir, struct tus_server *srv)
 	got = fgets(line, sizeof(line), f) != NULL;
 	/* Read only: a failed close loses nothing. */
 	(void)fclose(f);
-	return got ? parse_server(line, srv) : -EINVAL;
+	return got ? parse_server(line, m) : -EINVAL;
 }
 
 /* Best effort: without the file, an offline mount is refused later. */
-static void save_server(const char *state_dir, const struct tus_server *srv)
+static void save_server(const struct server_memory *m)
 {
 	char path[4096], tmp[4100];
-	int n = snprintf(path, sizeof(path), "%s/server", state_dir);
+	int n = snprintf(path, sizeof(path), "%s/server", m->state_dir);
 	FILE *f;
 	int fd;
 
@@ -151,12 +162,27 @@ static void save_server(const char *state_dir, const struct tus_server *srv)
 			close(fd);
 		return;
 	}
-	fprintf(f, "tus extensions=%u max_size=%llu\n", srv->extensions,
-		(unsigned long long)srv->max_size);
+	fprintf(f, "tus extensions=%u max_size=%llu", m->server.extensions,
+		(unsigned long long)m->server.max_size);
+	if (m->max_body)
+		fprintf(f, " max_body=%llu", (unsigned long long)m->max_body);
+	fputc('\n', f);
 	if (fclose(f) != 0 || rename(tmp, path) != 0) {
 		log_warn("cannot save '%s': %s", path, strerror(errno));
 		unlink(tmp);
 	}
+}
+
+/* The mount's; the engine's learned_body outlives build(). */
+static struct server_memory memory;
+
+/* The engine learned a smaller body limit: the next mount starts there. */
+static void learned_body(void *arg, uint64_t max_body)
+{
+	struct server_memory *m = arg;
+
+	m->max_body = max_body;
+	save_server(m);
 }
 
 static int serve(struct fuse *fuse, const struct fuse_cmdline_opts *fopts)
@@ -212,7 +238,7 @@ static int build(struct config *cfg, char *origin, size_t originsz,
 	    .state_dir = cfg->state_dir,
 	};
 	uint64_t max_id = 0;
-	bool discovered;
+	bool discovered, remembered;
 	int rc;
 
 	if (http_url_origin(cfg->endpoint, origin, originsz) < 0) {
@@ -230,15 +256,30 @@ static int build(struct config *cfg, char *origin, size_t originsz,
 		return -ENOMEM;
 	pc.task_url = cfg->task_url;
 	pc.progress_url = cfg->progress_url;
+	memory.state_dir = cfg->state_dir;
+	remembered = load_server(&memory) == 0;
 	rc = discover(&hc, cfg->endpoint, &t->server);
 	discovered = rc == 0;
-	if (rc == -EAGAIN && load_server(cfg->state_dir, &t->server) == 0)
+	if (rc == -EAGAIN && remembered) {
+		t->server = memory.server;
 		fprintf(stderr, "tusfs: mounting with what the endpoint "
 				"offered last time; uploads go on when it is "
 				"back\n");
-	else if (rc < 0)
+	} else if (rc < 0) {
 		return rc;
+	}
+	memory.server = t->server;
+	if (!remembered)
+		memory.max_body = 0;
 	ec.server = t->server;
+	if (memory.max_body && memory.max_body < ec.chunk_size) {
+		ec.chunk_size = memory.max_body;
+		log_info("sending at most %llu bytes per request: the endpoint "
+			 "refused more before",
+			 (unsigned long long)ec.chunk_size);
+	}
+	ec.learned = learned_body;
+	ec.learned_arg = &memory;
 
 	t->spool = spool_open_dir(cfg->state_dir, &max_id, &rc);
 	if (!t->spool) {
@@ -247,7 +288,7 @@ static int build(struct config *cfg, char *origin, size_t originsz,
 		return rc;
 	}
 	if (discovered)
-		save_server(cfg->state_dir, &t->server);
+		save_server(&memory);
 	t->cat = catalog_create(getuid(), getgid(), max_id + 1,
 				remove_local_files, t);
 	if (!t->cat)

@@ -38,7 +38,15 @@ struct engine_config {
 	 * byte may take once it is sent (the service decodes the file
 	 * first); 0: the stall timeout. */
 	long answer_timeout_s;
+	/* Told (catalog lock held) when a 413 taught that the endpoint
+	 * takes request bodies of at most max_body bytes; may be NULL. */
+	void (*learned)(void *arg, uint64_t max_body);
+	void *learned_arg;
 };
+
+/* The smallest request body a 413 shrinks chunks to; one refused at this
+ * size fails the file. */
+#define ENGINE_MIN_BODY (64 * 1024)
 
 struct engine;
 

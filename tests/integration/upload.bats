@@ -145,7 +145,7 @@ teardown() {
 }
 
 @test "a refused upload makes fsync and close fail with EIO; the spool is kept" {
-	backend_start --body-limit 1048576
+	backend_start --body-limit 32768
 	tusfs_mount chunk_size=2M
 	head -c 5000000 /dev/urandom >"$T/src"
 	run dd if="$T/src" of="$MNT/refused.wav" bs=1M conv=fsync
@@ -215,4 +215,33 @@ teardown() {
 	[ "$(grep -c "fsync has waited" "$DLOG")" -eq 1 ]
 	kill "$dd"
 	wait "$dd" || true
+}
+
+@test "behind a 1 MiB body limit, the default chunk shrinks on 413 and the file arrives; the next mount starts small" {
+	backend_start --profile tuspyserver --body-limit 1048576
+	tusfs_mount
+	head -c 5000000 /dev/urandom >"$T/src"
+	cp "$T/src" "$MNT/big.wav"
+	"$TUSFS_BIN" wait "$MNT" --timeout 60
+	assert_stored big.wav "$T/src"
+	[ "$(hook_runs big.wav)" -eq 1 ]
+	# The refused body halved until one passed, each change logged once.
+	[ "$(requests PATCH | grep -c '"status":413')" -ge 1 ]
+	grep -o "sending at most [0-9]* bytes per request from now on" "$DLOG" >"$T/changes"
+	[ -z "$(sort "$T/changes" | uniq -d)" ]
+	local size
+	size=$(tail -1 "$T/changes" | awk '{ print $4 }')
+	[ "$size" -le 1048576 ]
+	[ "$size" -ge 65536 ]
+	grep -q "max_body=$size" "$STATE/server"
+	# The next mount remembers: no 413 at all.
+	tusfs_unmount
+	: >"$REQLOG"
+	tusfs_mount
+	grep -q "sending at most $size bytes per request: the endpoint refused more before" "$DLOG"
+	head -c 3000000 /dev/urandom >"$T/src2"
+	cp "$T/src2" "$MNT/next.wav"
+	"$TUSFS_BIN" wait "$MNT" --timeout 60
+	assert_stored next.wav "$T/src2"
+	! grep -q '"status":413' "$REQLOG" || false
 }

@@ -82,7 +82,7 @@ export TUSFS_BIN=$root/build/ci-sanitize/tusfs
 
 # The model-based exerciser (tests/stress), bounded: its regressions, fsync
 # after every op at 4K, 64K and 256K chunks, faults on, a proxy's body
-# limit, a kill -9 and remount mid-run, and the tuspyserver profile with
+# limit, a bandwidth limit, a kill -9 and remount mid-run, and the tuspyserver profile with
 # the service's hook.
 # scripts/soak.sh runs it for as long as asked.
 stress() { # name run.sh options...
@@ -104,6 +104,8 @@ stress "64K, faults" --count 2 --ops 400 --chunk 64K --check-nlink \
 	-- --fail-share 0.1
 stress "behind a 128 KiB body limit (413)" --count 1 --ops 300 \
 	--check-nlink -- --body-limit 131072
+stress "under a bandwidth limit" --count 1 --ops 300 --chunk 64K \
+	--fsync-every --check-nlink --mount-opts max_rate=8M
 stress "kill -9 and remount" --count 1 --ops 300 --remount-at 100 \
 	--remount-at 200 --check-nlink
 stress "tuspyserver and the service's hook" --count 2 --ops 400 \

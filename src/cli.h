@@ -1,8 +1,8 @@
 /*
- * The subcommands that inspect a mount from outside: `tusfs wait` and
- * `tusfs status`. They talk to the daemon only through the filesystem
- * (user.tusfs.* attributes and NAME.status), so they need no socket and
- * work for whoever can read the mount.
+ * The subcommands that inspect a mount from outside: `tusfs wait`,
+ * `tusfs status` and `tusfs limit`. They talk to the daemon only through the
+ * filesystem (user.tusfs.* attributes and NAME.status), so they need no socket
+ * and work for whoever can read the mount.
  */
 #ifndef TUSFS_CLI_H
 #define TUSFS_CLI_H
@@ -35,5 +35,8 @@ int wait_main(int argc, char *argv[]);
 
 /* argv[0] is "status". Returns CLI_DONE or CLI_USAGE. */
 int status_main(int argc, char *argv[]);
+
+/* argv[0] is "limit". Returns CLI_DONE or CLI_USAGE. */
+int limit_main(int argc, char *argv[]);
 
 #endif

@@ -37,6 +37,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("cache_size=%s", cache_size_opt),
     OPT("stall_timeout=%s", stall_timeout_opt),
     OPT("answer_timeout=%s", answer_timeout_opt),
+    OPT("max_rate=%s", max_rate_opt),
     OPT("task_url=%s", task_url),
     OPT("progress_url=%s", progress_url),
     OPT("transcripts=%s", transcripts_opt),
@@ -183,6 +184,17 @@ static int parse_task_options(struct config *cfg)
 	return 0;
 }
 
+int config_parse_rate(const char *s, uint64_t *rate)
+{
+	if (strcmp(s, "off") == 0 || strcmp(s, "0") == 0) {
+		*rate = 0;
+		return 0;
+	}
+	if (config_parse_size(s, rate) < 0 || *rate < 1024)
+		return -EINVAL;
+	return 0;
+}
+
 /* Takes the first non-option argument as the endpoint. */
 static int opt_proc(void *data, const char *arg, int key,
 		    struct fuse_args *outargs)
@@ -255,6 +267,13 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 			return -EINVAL;
 		}
 		cfg->stall_timeout_s = (long)n;
+	}
+	if (cfg->max_rate_opt &&
+	    config_parse_rate(cfg->max_rate_opt, &cfg->max_rate) < 0) {
+		complain("invalid max_rate '%s' (bytes per second, at least "
+			 "1K, e.g. 4M; off for none)",
+			 cfg->max_rate_opt);
+		return -EINVAL;
 	}
 	if (cfg->answer_timeout_opt) {
 		if (config_parse_size(cfg->answer_timeout_opt, &n) < 0 ||
@@ -447,6 +466,7 @@ void config_clear(struct config *cfg)
 	free(cfg->cache_size_opt);
 	free(cfg->stall_timeout_opt);
 	free(cfg->answer_timeout_opt);
+	free(cfg->max_rate_opt);
 	free(cfg->max_task_json_opt);
 	free(cfg->max_depth_opt);
 	free(cfg->task_url);
@@ -464,6 +484,7 @@ void config_print_help(void)
 	    "usage: tusfs [options] ENDPOINT MOUNTPOINT\n"
 	    "       tusfs wait MOUNTPOINT [--timeout SECONDS] [--transcripts]\n"
 	    "       tusfs status MOUNTPOINT [--json]\n"
+	    "       tusfs limit MOUNTPOINT RATE|off\n"
 	    "\n"
 	    "Mounts the TUS upload endpoint ENDPOINT (e.g.\n"
 	    "https://host/uploads/files/) at MOUNTPOINT: files copied in\n"
@@ -486,6 +507,9 @@ void config_print_help(void)
 	    "                           reading back (default 1G; 0: none)\n"
 	    "    -o stall_timeout=S     abort and retry a transfer with no\n"
 	    "                           progress for S seconds (default 60)\n"
+	    "    -o max_rate=RATE       bytes per second for all uploads\n"
+	    "                           together (K/M/G; default off);\n"
+	    "                           tusfs limit changes it live\n"
 	    "    -o answer_timeout=S    wait S seconds for the answer to an\n"
 	    "                           upload's last byte, while the server\n"
 	    "                           checks the file (default 900)\n"

@@ -64,6 +64,14 @@
 /* Conflicts or vanished uploads in a row before backing off. */
 #define HOT_RETRIES 3
 
+/* The mount-wide bandwidth limit (-o max_rate, `tusfs limit`). Its own
+ * lock: the transport reads bodies without the catalog's. */
+struct rate_limit {
+	pthread_mutex_t lock;
+	atomic_uint_fast64_t rate; /* bytes per second; 0: none */
+	struct timespec next;	   /* when the next byte may go */
+};
+
 struct worker {
 	struct engine *e;
 	pthread_t thread;
@@ -97,6 +105,7 @@ struct engine {
 	bool stopped;		    /* protected by catalog lock */
 	/* Set at shutdown: every request in flight gives up. */
 	atomic_int abort_all;
+	struct rate_limit limit;
 	/* Completed files whose spool is kept, least recently completed
 	 * first; protected by catalog lock. */
 	struct node *cache_head, *cache_tail;
@@ -151,6 +160,16 @@ static bool before(const struct timespec *a, const struct timespec *b)
 {
 	return a->tv_sec < b->tv_sec ||
 	       (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+static void ts_add_ns(struct timespec *t, uint64_t ns)
+{
+	t->tv_sec += (time_t)(ns / 1000000000ULL);
+	t->tv_nsec += (long)(ns % 1000000000ULL);
+	if (t->tv_nsec >= 1000000000L) {
+		t->tv_sec++;
+		t->tv_nsec -= 1000000000L;
+	}
 }
 
 /*
@@ -424,11 +443,66 @@ static char *build_metadata(const struct engine *e, const struct node *n)
 	return tus_metadata_encode(pairs, k);
 }
 
+/*
+ * The bandwidth limit: holds a reader until its len bytes are due on the
+ * limit's clock (GCRA: every byte moves the clock 1/rate s on; time idle
+ * earns no credit, so no burst follows a pause). It sleeps in slices, so
+ * a changed limit, a cancel or a shutdown is noticed within 100 ms.
+ */
+static void throttle(struct engine *e, size_t len, const atomic_int *cancel)
+{
+	struct rate_limit *rl = &e->limit;
+	struct timespec now, due;
+
+	if (atomic_load(&rl->rate) == 0)
+		return;
+	pthread_mutex_lock(&rl->lock);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (before(&rl->next, &now))
+		rl->next = now;
+	due = rl->next;
+	ts_add_ns(&rl->next, (uint64_t)((double)len * 1e9 /
+					(double)atomic_load(&rl->rate)));
+	pthread_mutex_unlock(&rl->lock);
+	while (before(&now, &due) && atomic_load(&rl->rate) != 0 &&
+	       !atomic_load(cancel) && !atomic_load(&e->abort_all)) {
+		struct timespec slice = {0, 100000000L};
+		uint64_t left =
+		    (uint64_t)(due.tv_sec - now.tv_sec) * 1000000000ULL +
+		    (uint64_t)due.tv_nsec - (uint64_t)now.tv_nsec;
+
+		if (left < 100000000ULL)
+			slice.tv_nsec = (long)left;
+		nanosleep(&slice, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	}
+}
+
+void engine_set_rate(struct engine *e, uint64_t rate)
+{
+	pthread_mutex_lock(&e->limit.lock);
+	atomic_store(&e->limit.rate, rate);
+	/* The new rate counts from now, not from the old one's debts. */
+	clock_gettime(CLOCK_MONOTONIC, &e->limit.next);
+	pthread_mutex_unlock(&e->limit.lock);
+	if (rate)
+		log_info("bandwidth limit: %llu bytes/s",
+			 (unsigned long long)rate);
+	else
+		log_info("bandwidth limit: off");
+}
+
+uint64_t engine_rate(const struct engine *e)
+{
+	return atomic_load(&e->limit.rate);
+}
+
 /* A request body from the spool that notes how far the transport read, for
- * the rate NAME.status shows. */
+ * the rate NAME.status shows, and keeps to the bandwidth limit. */
 struct counted_source {
 	struct http_fd_source fd;
-	atomic_uint_fast64_t *wire;
+	struct engine *e;
+	struct node *n;
 };
 
 static ssize_t counted_read(void *arg, char *buf, size_t n, uint64_t off)
@@ -436,8 +510,10 @@ static ssize_t counted_read(void *arg, char *buf, size_t n, uint64_t off)
 	struct counted_source *src = arg;
 	ssize_t r = http_fd_read(&src->fd, buf, n, off);
 
-	if (r > 0)
-		atomic_store(src->wire, off + (uint64_t)r);
+	if (r > 0) {
+		throttle(src->e, (size_t)r, &src->n->up.cancel);
+		atomic_store(&src->n->up.wire, off + (uint64_t)r);
+	}
 	return r;
 }
 
@@ -468,8 +544,7 @@ static enum tus_outcome send_request(struct worker *w, struct node *n,
 				     struct tus_status *st)
 {
 	struct engine *e = w->e;
-	struct counted_source src = {.fd.base = step->offset,
-				     .wire = &n->up.wire};
+	struct counted_source src = {.fd.base = step->offset, .e = e, .n = n};
 	struct http_body body = {
 	    .read = counted_read, .arg = &src, .length = step->body_len};
 	enum tus_outcome o;
@@ -1135,6 +1210,8 @@ struct engine *engine_create(const struct engine_config *cfg,
 	}
 	catalog_cond_init(&e->work_cv);
 	catalog_cond_init(&e->progress_cv);
+	pthread_mutex_init(&e->limit.lock, NULL);
+	atomic_init(&e->limit.rate, cfg->max_rate);
 	e->cat = cat;
 	e->spool = spool;
 	e->journal = cfg->journal;
@@ -1228,5 +1305,6 @@ void engine_free(struct engine *e)
 	free(e->temp_names);
 	pthread_cond_destroy(&e->work_cv);
 	pthread_cond_destroy(&e->progress_cv);
+	pthread_mutex_destroy(&e->limit.lock);
 	free(e);
 }

@@ -13,6 +13,7 @@
  */
 #include "tusfs_setup.h"
 #include "tusfs/fs.h"
+#include "tusfs/config.h"
 #include "tusfs/journal.h"
 #include "tusfs/log.h"
 #include "tusfs/render.h"
@@ -1106,7 +1107,14 @@ static int xattr_value(const struct tusfs *t, const struct node *n, bool root,
 	name += strlen(FS_XATTR_PREFIX);
 	if (root && strcmp(name, "version") == 0)
 		v = TUSFS_VERSION;
-	else if (!S_ISREG(n->mode))
+	else if (root && strcmp(name, "max_rate") == 0) {
+		uint64_t rate = engine_rate(t->engine);
+
+		len =
+		    rate ? snprintf(buf, size, "%llu", (unsigned long long)rate)
+			 : snprintf(buf, size, "off");
+		return len < 0 || (size_t)len >= size ? -ERANGE : len;
+	} else if (!S_ISREG(n->mode))
 		return -ENODATA;
 	else if (strcmp(name, "state") == 0)
 		v = shown_state(n);
@@ -1160,11 +1168,37 @@ static int tfs_getxattr(const char *path, const char *name, char *value,
 	return rc;
 }
 
+/*
+ * The one attribute that can be set: user.tusfs.max_rate on the root, the
+ * bandwidth limit (`tusfs limit`), a size per second or "off". The kernel
+ * has checked that the caller may write the root.
+ */
+static int tfs_setxattr(const char *path, const char *name, const char *value,
+			size_t size, int flags)
+{
+	struct tusfs *t = fs();
+	char text[32];
+	uint64_t rate;
+
+	(void)flags;
+	if (strcmp(path, "/") != 0 ||
+	    strcmp(name, FS_XATTR_PREFIX "max_rate") != 0)
+		return -ENOTSUP;
+	if (size == 0 || size >= sizeof(text))
+		return -EINVAL;
+	memcpy(text, value, size);
+	text[size] = '\0';
+	if (config_parse_rate(text, &rate) < 0)
+		return -EINVAL;
+	engine_set_rate(t->engine, rate);
+	return 0;
+}
+
 static int tfs_listxattr(const char *path, char *list, size_t size)
 {
 	static const char *const names[] = {
-	    "state",   "held",	"progress",	 "url",
-	    "task_id", "error", "transcription", "version"};
+	    "state", "held",	      "progress", "url",     "task_id",
+	    "error", "transcription", "version",  "max_rate"};
 	struct tusfs *t = fs();
 	char buf[FS_XATTR_MAX], all[256];
 	size_t len = 0;
@@ -1224,6 +1258,7 @@ static const struct fuse_operations ops = {
     .utimens = tfs_utimens,
     .statfs = tfs_statfs,
     .getxattr = tfs_getxattr,
+    .setxattr = tfs_setxattr,
     .listxattr = tfs_listxattr,
 };
 

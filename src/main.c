@@ -229,6 +229,7 @@ static int build(struct config *cfg, char *origin, size_t originsz,
 	    .cache_size = cfg->cache_size,
 	    .temp_names = cfg->temp_names,
 	    .answer_timeout_s = cfg->answer_timeout_s,
+	    .max_rate = cfg->max_rate,
 	};
 	struct poller_config pc = {
 	    .transcripts = cfg->transcripts,
@@ -410,6 +411,8 @@ int main(int argc, char *argv[])
 		return wait_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "status") == 0)
 		return status_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "limit") == 0)
+		return limit_main(argc - 1, argv + 1);
 
 	if (config_parse(&cfg, &args) < 0)
 		goto out;

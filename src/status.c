@@ -226,9 +226,20 @@ static void print_row(const struct row *r, int width)
 		printf("    last poll: %s\n", poll_err);
 }
 
-static void print_table(void)
+static void print_table(const char *mnt)
 {
+	char limit[32];
 	int width = 4;
+
+	/* The bandwidth limit (-o max_rate, tusfs limit), when there is one. */
+	if (cli_attr(mnt, FS_XATTR_PREFIX "max_rate", limit, sizeof(limit)) >
+		0 &&
+	    strcmp(limit, "off") != 0) {
+		char speed[32];
+
+		human(strtod(limit, NULL), "B/s", speed, sizeof(speed));
+		printf("bandwidth limit: %s\n", speed);
+	}
 
 	for (size_t i = 0; i < rows.n; i++) {
 		size_t len = strlen(shown(rows.v[i].path));
@@ -302,7 +313,7 @@ int status_main(int argc, char *argv[])
 	} else {
 		qsort(rows.v, rows.n, sizeof(*rows.v), by_path);
 		if (!json)
-			print_table();
+			print_table(mnt);
 		else if (print_json() < 0) {
 			fprintf(stderr, "tusfs status: out of memory\n");
 			rc = CLI_USAGE;

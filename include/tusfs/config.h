@@ -50,6 +50,9 @@ struct config {
 	long stall_timeout_s;
 	/* Seconds the answer to an upload's last byte may take. */
 	long answer_timeout_s;
+	/* Bytes per second for every upload together (-o max_rate); 0:
+	 * no limit. */
+	uint64_t max_rate;
 	/* The task routes ("{id}" is the taskId); NULL until main fills in
 	 * the defaults from the endpoint's origin. progress_url "" is none. */
 	char *task_url;
@@ -79,6 +82,7 @@ struct config {
 	char *cache_size_opt;
 	char *stall_timeout_opt;
 	char *answer_timeout_opt;
+	char *max_rate_opt;
 	char *transcripts_opt;
 	char *task_timeout_opt;
 	char *max_task_json_opt;
@@ -91,6 +95,12 @@ struct config {
  * printing what is wrong.
  */
 int config_parse(struct config *cfg, struct fuse_args *args);
+
+/*
+ * Parses a bandwidth limit: a size per second (K, M, G) of at least 1K, or
+ * "off" or "0" for none. 0 or -EINVAL.
+ */
+int config_parse_rate(const char *s, uint64_t *rate);
 
 /*
  * Completes cfg for mounting at mountpoint: checks the mountpoint, loads

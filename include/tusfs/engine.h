@@ -38,6 +38,9 @@ struct engine_config {
 	 * byte may take once it is sent (the service decodes the file
 	 * first); 0: the stall timeout. */
 	long answer_timeout_s;
+	/* Bytes per second for all uploads together (-o max_rate); 0:
+	 * none. */
+	uint64_t max_rate;
 	/* Told (catalog lock held) when a 413 taught that the endpoint
 	 * takes request bodies of at most max_body bytes; may be NULL. */
 	void (*learned)(void *arg, uint64_t max_body);
@@ -49,6 +52,11 @@ struct engine_config {
 #define ENGINE_MIN_BODY (64 * 1024)
 
 struct engine;
+
+/* Changes the bandwidth limit (bytes per second, 0: none) at once, for
+ * the requests in flight too. Any thread; no lock needed. */
+void engine_set_rate(struct engine *e, uint64_t rate);
+uint64_t engine_rate(const struct engine *e);
 
 /* endpoint and language are copied. NULL with *err set on failure. */
 struct engine *engine_create(const struct engine_config *cfg,

@@ -40,11 +40,11 @@ in_namespace() {
 	# tusfs's own options (FUSE's follow in their own section).
 	opts=$("$PREFIX/bin/tusfs" --help | sed -n '/^tusfs options:/,/^$/p' |
 		grep -oE '^ +-o [a-z_]+' | awk '{ print $2 }')
-	[ "$(wc -l <<<"$opts")" -eq 20 ]
+	[ "$(wc -l <<<"$opts")" -eq 21 ]
 	for o in $opts; do
 		grep -qE -- "-o $o([=| ]|$)" <<<"$page" || { echo "man page lacks -o $o"; false; }
 	done
-	for sub in wait status; do
+	for sub in wait status limit; do
 		"$PREFIX/bin/tusfs" --help | grep -q "tusfs $sub MOUNTPOINT"
 		grep -q "^       tusfs $sub mountpoint" <<<"$page" || { echo "man page lacks $sub"; false; }
 	done

@@ -171,7 +171,7 @@ static size_t slot_of(const char *name, size_t hsize)
 static bool rehash(struct node *dir)
 {
 	size_t size = dir->hsize ? dir->hsize * 2 : 16;
-	struct node **slots = calloc(size, sizeof(*slots));
+	struct node **slots = calloc(size, sizeof(struct node *));
 
 	if (!slots)
 		return false;
@@ -304,6 +304,8 @@ int catalog_add(struct catalog *cat, struct node *dir, const char *name,
 	n = catalog_new_node(cat, 0, name, mode, uid, gid);
 	if (!n)
 		return -ENOMEM;
+	/* Made in a paused folder: paused too. */
+	n->paused = dir->paused;
 	catalog_attach(dir, n);
 	catalog_touch(dir);
 	*out = n;

@@ -39,4 +39,8 @@ int status_main(int argc, char *argv[]);
 /* argv[0] is "limit". Returns CLI_DONE or CLI_USAGE. */
 int limit_main(int argc, char *argv[]);
 
+/* argv[0] is "pause" or "resume"; the PATHs follow the mount point.
+ * Returns CLI_DONE, or CLI_USAGE if any PATH could not be changed. */
+int pause_main(int argc, char *argv[]);
+
 #endif

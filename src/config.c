@@ -484,6 +484,8 @@ void config_print_help(void)
 	    "usage: tusfs [options] ENDPOINT MOUNTPOINT\n"
 	    "       tusfs wait MOUNTPOINT [--timeout SECONDS] [--transcripts]\n"
 	    "       tusfs status MOUNTPOINT [--json]\n"
+	    "       tusfs pause MOUNTPOINT [PATH...]\n"
+	    "       tusfs resume MOUNTPOINT [PATH...]\n"
 	    "       tusfs limit MOUNTPOINT RATE|off\n"
 	    "\n"
 	    "Mounts the TUS upload endpoint ENDPOINT (e.g.\n"

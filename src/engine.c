@@ -912,6 +912,9 @@ static enum step_result process(struct worker *w, struct node *n)
 			r = drop_remote(w, n, false);
 			return r == STEP_LATER ? r : STEP_IDLE;
 		}
+		/* Paused: nothing goes, not even a restart's DELETE. */
+		if (n->paused && !upload_complete(n))
+			return STEP_IDLE;
 		if (n->up.restart) {
 			r = restart(w, n);
 			continue;
@@ -969,7 +972,8 @@ static enum step_result process(struct worker *w, struct node *n)
 static bool needs_driving(const struct engine *e, const struct node *n)
 {
 	if (!e->running || n->unlinked || !S_ISREG(n->mode) || n->up.hold ||
-	    n->up.state == UPLOAD_FAILED || n->up.state == UPLOAD_UPLOADED)
+	    n->paused || n->up.state == UPLOAD_FAILED ||
+	    n->up.state == UPLOAD_UPLOADED)
 		return false;
 	if (n->writers == 0)
 		return n->size > 0 && !upload_complete(n);
@@ -1059,6 +1063,25 @@ int engine_new_upload(struct engine *e, struct node *n)
 	return 0;
 }
 
+void engine_pause(struct engine *e, struct node *n, bool paused)
+{
+	if (!S_ISREG(n->mode) || n->paused == paused)
+		return;
+	n->paused = paused;
+	journal_mark(e->journal, n);
+	if (paused) {
+		/* The request in flight stops; the offset is read again
+		 * (HEAD) at the resume. */
+		if (n->up.active)
+			atomic_store(&n->up.cancel, 1);
+		/* fsync on it returns now, as on a held file. */
+		pthread_cond_broadcast(&e->progress_cv);
+	} else {
+		atomic_store(&n->up.cancel, 0);
+		engine_kick(e, n);
+	}
+}
+
 void engine_renamed(struct engine *e, struct node *n)
 {
 	bool hold = catalog_temp_name(e->temp_names, n->name);
@@ -1130,7 +1153,7 @@ static bool sync_done(const struct engine *e, const struct node *n,
 	/* No UPLOAD_EMPTY here: a file sealed empty and written again still
 	 * says so until a worker takes it, and want == 0 covers the empty. */
 	return !e->running || n->unlinked || n->up.state == UPLOAD_FAILED ||
-	       n->up.hold || want == 0 ||
+	       n->up.hold || n->paused || want == 0 ||
 	       (!n->up.restart && n->up.url && n->up.offset >= want);
 }
 

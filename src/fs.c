@@ -113,7 +113,13 @@ static const char *held_reason(const struct node *n)
 /* The upload state as users see it. */
 static const char *shown_state(const struct node *n)
 {
-	return held_reason(n) ? "held" : upload_state_name(n->up.state);
+	if (held_reason(n))
+		return "held";
+	/* Paused until it has nothing left to send. */
+	if (n->paused && n->up.state != UPLOAD_UPLOADED &&
+	    n->up.state != UPLOAD_EMPTY && n->up.state != UPLOAD_FAILED)
+		return "paused";
+	return upload_state_name(n->up.state);
 }
 
 static double since(const struct timespec *t, const struct timespec *now)
@@ -930,8 +936,9 @@ static int tfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	if ((datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
 		return -errno;
 	catalog_lock(t->cat);
-	/* A temporary name cannot be confirmed: it is not sent. */
-	if (t->fsync_local || n->up.hold) {
+	/* A temporary name cannot be confirmed: it is not sent; nor can a
+	 * paused file, until it is resumed. */
+	if (t->fsync_local || n->up.hold || n->paused) {
 		rc = journal_sync(t->journal, n);
 		catalog_unlock(t->cat);
 		return rc;
@@ -1107,6 +1114,8 @@ static int xattr_value(const struct tusfs *t, const struct node *n, bool root,
 	name += strlen(FS_XATTR_PREFIX);
 	if (root && strcmp(name, "version") == 0)
 		v = TUSFS_VERSION;
+	else if (strcmp(name, "paused") == 0)
+		v = n->paused ? "1" : "0";
 	else if (root && strcmp(name, "max_rate") == 0) {
 		uint64_t rate = engine_rate(t->engine);
 
@@ -1168,26 +1177,57 @@ static int tfs_getxattr(const char *path, const char *name, char *value,
 	return rc;
 }
 
+/* Pauses or resumes n and, for a folder, everything below it. Lock held. */
+static void set_paused(struct tusfs *t, struct node *n, bool paused)
+{
+	if (S_ISREG(n->mode)) {
+		engine_pause(t->engine, n, paused);
+		return;
+	}
+	if (n->paused != paused) {
+		n->paused = paused;
+		journal_mark(t->journal, n);
+	}
+	for (struct node *c = n->children; c; c = c->next)
+		set_paused(t, c, paused);
+}
+
 /*
- * The one attribute that can be set: user.tusfs.max_rate on the root, the
- * bandwidth limit (`tusfs limit`), a size per second or "off". The kernel
- * has checked that the caller may write the root.
+ * The attributes that can be set, the control surface of `tusfs pause`,
+ * `resume` and `limit`: user.tusfs.paused ("1" or "0") on any file or
+ * folder, and user.tusfs.max_rate on the root, the bandwidth limit (a size
+ * per second or "off"). The kernel has checked that the caller may write
+ * the entry.
  */
 static int tfs_setxattr(const char *path, const char *name, const char *value,
 			size_t size, int flags)
 {
 	struct tusfs *t = fs();
 	char text[32];
+	struct node *n;
 	uint64_t rate;
+	int rc, k;
 
 	(void)flags;
-	if (strcmp(path, "/") != 0 ||
-	    strcmp(name, FS_XATTR_PREFIX "max_rate") != 0)
-		return -ENOTSUP;
 	if (size == 0 || size >= sizeof(text))
 		return -EINVAL;
 	memcpy(text, value, size);
 	text[size] = '\0';
+	if (strcmp(name, FS_XATTR_PREFIX "paused") == 0) {
+		if (strcmp(text, "1") != 0 && strcmp(text, "0") != 0)
+			return -EINVAL;
+		catalog_lock(t->cat);
+		rc = lookup(t, path, &n, &k);
+		if (rc == 0 && k >= 0)
+			rc = -EPERM;
+		if (rc == 0)
+			set_paused(t, n, text[0] == '1');
+		catalog_unlock(t->cat);
+		return rc;
+	}
+	if (strcmp(path, "/") != 0 ||
+	    strcmp(name, FS_XATTR_PREFIX "max_rate") != 0)
+		return -ENOTSUP;
 	if (config_parse_rate(text, &rate) < 0)
 		return -EINVAL;
 	engine_set_rate(t->engine, rate);
@@ -1197,8 +1237,8 @@ static int tfs_setxattr(const char *path, const char *name, const char *value,
 static int tfs_listxattr(const char *path, char *list, size_t size)
 {
 	static const char *const names[] = {
-	    "state", "held",	      "progress", "url",     "task_id",
-	    "error", "transcription", "version",  "max_rate"};
+	    "state", "held",	      "progress", "url",      "task_id",
+	    "error", "transcription", "version",  "max_rate", "paused"};
 	struct tusfs *t = fs();
 	char buf[FS_XATTR_MAX], all[256];
 	size_t len = 0;

@@ -77,6 +77,7 @@ enum tag {
 #define FLAG_RESTART	    1u
 #define FLAG_NEW_GENERATION 2u
 #define FLAG_FINAL_SENT	    4u
+#define FLAG_PAUSED	    8u
 
 /* ---------------------------------------------------------------------- */
 /* Encoding */
@@ -154,7 +155,8 @@ int journal_encode(const struct journal_entry *e, char **buf, size_t *len)
 	struct out o = {.len = HEADER_LEN};
 	uint64_t flags = (e->restart ? FLAG_RESTART : 0) |
 			 (e->new_generation ? FLAG_NEW_GENERATION : 0) |
-			 (e->final_sent ? FLAG_FINAL_SENT : 0);
+			 (e->final_sent ? FLAG_FINAL_SENT : 0) |
+			 (e->paused ? FLAG_PAUSED : 0);
 
 	if (cap > JOURNAL_MAX_RECORD || !e->name)
 		return -EINVAL;
@@ -171,6 +173,9 @@ int journal_encode(const struct journal_entry *e, char **buf, size_t *len)
 	put_time(&o, T_MTIME, &e->mtime);
 	put_time(&o, T_CTIME, &e->ctime);
 	put_field(&o, T_NAME, e->name, strlen(e->name));
+	/* A folder has flags only when paused (a file always has them). */
+	if (S_ISDIR(e->mode) && flags)
+		put_u64(&o, T_FLAGS, flags);
 	if (S_ISREG(e->mode)) {
 		put_u64(&o, T_SIZE, e->size);
 		if (e->fp_valid)
@@ -333,6 +338,7 @@ static int decode_field(struct journal_entry *e, unsigned tag,
 		e->restart = a & FLAG_RESTART;
 		e->new_generation = a & FLAG_NEW_GENERATION;
 		e->final_sent = a & FLAG_FINAL_SENT;
+		e->paused = a & FLAG_PAUSED;
 		return 0;
 	case T_MESSAGE:
 		return get_string(v, len, MAX_MESSAGE, false, &e->message);
@@ -535,6 +541,7 @@ static void snapshot(const struct node *n, uint64_t seq,
 	e->restart = n->up.restart;
 	e->new_generation = n->up.new_generation;
 	e->final_sent = n->up.final_sent;
+	e->paused = n->paused;
 	e->message = n->up.message;
 	e->tr_state = n->tr.state;
 	memcpy(e->tr_stage, n->tr.stage, sizeof(e->tr_stage));
@@ -1082,6 +1089,7 @@ static struct node *make_node(struct journal *j, struct journal_entry *e,
 	n->ctime = e->ctime;
 	n->jseq = e->seq;
 	n->jcopy = e->copy;
+	n->paused = e->paused;
 	if (S_ISREG(e->mode)) {
 		restore_file(n, e, spool);
 		e->url = NULL;
@@ -1204,6 +1212,7 @@ static int build(struct journal *j, struct found *f, struct spool *spool)
 			root->ctime = e->ctime;
 			root->jseq = e->seq;
 			root->jcopy = e->copy;
+			root->paused = e->paused;
 			f->attached[i] = true;
 			continue;
 		}

@@ -413,6 +413,9 @@ int main(int argc, char *argv[])
 		return status_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "limit") == 0)
 		return limit_main(argc - 1, argv + 1);
+	if (argc > 1 &&
+	    (strcmp(argv[1], "pause") == 0 || strcmp(argv[1], "resume") == 0))
+		return pause_main(argc - 1, argv + 1);
 
 	if (config_parse(&cfg, &args) < 0)
 		goto out;

@@ -184,6 +184,9 @@ struct node {
 	struct node **hslots;
 	size_t hsize, nchildren;
 	struct node *hnext;
+	/* `tusfs pause`: a file sends nothing (its request in flight is
+	 * aborted) until resumed; a folder's new entries start paused. */
+	bool paused;
 	/* Directory: how many of its children are directories (its link
 	 * count is 2 plus this, as find and rename's ".." expect). */
 	unsigned subdirs;

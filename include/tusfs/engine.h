@@ -94,6 +94,13 @@ void engine_renamed(struct engine *e, struct node *n);
 int engine_new_upload(struct engine *e, struct node *n) WARN_UNUSED;
 
 /*
+ * Pauses or resumes n's upload (`tusfs pause`, journaled): a paused file
+ * sends nothing, and a request in flight is aborted; the resume goes on
+ * from the server's offset. Catalog lock held.
+ */
+void engine_pause(struct engine *e, struct node *n, bool paused);
+
+/*
  * After journal_load, before engine_start: queues every restored upload
  * that is not finished, and puts completed files' spools in the cache.
  */

@@ -39,6 +39,8 @@ struct journal_entry {
 	char task_id[META_UUID_LEN + 1];
 	uint32_t state; /* enum upload_state */
 	bool restart, new_generation, final_sent;
+	/* Files and folders. */
+	bool paused;
 	char *message;
 	/* The transcription (struct transcription's lasting part). */
 	uint32_t tr_state; /* enum tr_state */

@@ -44,7 +44,7 @@ in_namespace() {
 	for o in $opts; do
 		grep -qE -- "-o $o([=| ]|$)" <<<"$page" || { echo "man page lacks -o $o"; false; }
 	done
-	for sub in wait status limit; do
+	for sub in wait status pause resume limit; do
 		"$PREFIX/bin/tusfs" --help | grep -q "tusfs $sub MOUNTPOINT"
 		grep -q "^       tusfs $sub mountpoint" <<<"$page" || { echo "man page lacks $sub"; false; }
 	done

@@ -285,3 +285,55 @@ teardown() {
 	[[ "$output" == *"not a rate"* ]]
 	[ "$(getfattr --only-values -n user.tusfs.max_rate "$MNT")" = off ]
 }
+
+@test "tusfs pause stops an upload mid-way, across a remount; resume finishes it from the server's offset" {
+	backend_start --profile tuspyserver
+	tusfs_mount chunk_size=4M,max_rate=8M
+	head -c 40000000 /dev/urandom >"$T/src"
+	cp "$T/src" "$MNT/talk.wav"
+	wait_offset talk.wav 8000000 30
+	run "$TUSFS_BIN" pause "$MNT"
+	[ "$status" -eq 0 ]
+	[ "$(xattr state talk.wav)" = paused ]
+	jq -e '.state == "paused"' "$MNT/talk.wav.status"
+	"$TUSFS_BIN" status "$MNT" | grep -q "talk.wav .* paused"
+	# The request in flight ends at once; then nothing for 3 s.
+	sleep 1
+	local mark held
+	mark=$(wc -l <"$REQLOG")
+	held=$(stored_bytes talk.wav)
+	sleep 3
+	[ "$(tail -n +"$((mark + 1))" "$REQLOG" | grep -c '"method":"PATCH"')" -eq 0 ]
+	[ "$(stored_bytes talk.wav)" -eq "$held" ]
+	[ "$held" -lt 40000000 ]
+	run "$TUSFS_BIN" wait "$MNT" --timeout 1
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"talk.wav: still paused"* ]]
+	# Writing, reading and renaming go on; a file made in a paused
+	# folder starts paused.
+	mkdir "$MNT/later"
+	"$TUSFS_BIN" pause "$MNT" "$MNT/later"
+	echo hello >"$MNT/later/note.wav"
+	[ "$(xattr state later/note.wav)" = paused ]
+	mv "$MNT/later/note.wav" "$MNT/later/memo.wav"
+	[ "$(cat "$MNT/later/memo.wav")" = hello ]
+	cmp "$T/src" "$MNT/talk.wav"
+	# Across an unmount and a mount: still paused, still quiet.
+	tusfs_unmount
+	tusfs_mount chunk_size=4M
+	[ "$(xattr state talk.wav)" = paused ]
+	[ "$(xattr state later/memo.wav)" = paused ]
+	sleep 2
+	[ "$(tail -n +"$((mark + 1))" "$REQLOG" | grep -c '"method":"PATCH"')" -eq 0 ]
+	# Resumed: from the server's offset, byte-exact.
+	"$TUSFS_BIN" resume "$MNT"
+	"$TUSFS_BIN" wait "$MNT" --timeout 60
+	assert_stored talk.wav "$T/src"
+	assert_stored memo.wav "$MNT/later/memo.wav"
+	local path
+	path=$(xattr url talk.wav)
+	path=${path#http://127.0.0.1:$PORT}
+	[ "$(tail -n +"$((mark + 1))" "$REQLOG" |
+		jq -s --arg p "$path" '[.[] | select(.method == "PATCH" and .path == $p)][0].upload_offset')" -eq "$held" ]
+	[ "$(hook_runs talk.wav)" -eq 1 ]
+}

@@ -8,7 +8,7 @@
 #
 # Usage: scripts/bench.sh [--runs N] [--only SCENARIO,...]
 # N measured runs after one warm-up round (default 3); SCENARIO is large,
-# write, wire, many, memory or scale (default: all).
+# write, wire, many, ls, memory or scale (default: all).
 # BENCH_DIR (default: a new directory under /tmp) holds the data, the spool
 # and the stored uploads; it must have about 12 GiB free.
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 usage="usage: scripts/bench.sh [--runs N] [--only SCENARIO,...]"
-scenarios="large write wire many memory scale"
+scenarios="large write wire many ls memory scale"
 runs=3
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 for s in $scenarios; do
-	[[ " large write wire many memory scale " == *" $s "* ]] ||
+	[[ " large write wire many ls memory scale " == *" $s "* ]] ||
 		{ echo "bench: no scenario '$s'" >&2; echo "$usage" >&2; exit 2; }
 done
 
@@ -107,6 +107,14 @@ mount_tusfs() {
 	done
 	echo "bench: tusfs did not mount $mnt" >&2
 	exit 1
+}
+
+# libfuse's passthrough_ll over $pll.src at $pll: the write path's peer.
+mount_passthrough() {
+	pll=$work/pll
+	mkdir -p "$pll" "$pll.src"
+	"$passthrough" -o "source=$pll.src" "$pll"
+	mounts+=("$pll")
 }
 
 unmount() { # MOUNTPOINT: and wait for its daemon to exit
@@ -277,10 +285,7 @@ write_round() {
 scenario_write() {
 	echo "bench: write path (dd 4 GiB, discarded)"
 	mount_tusfs "$discard_url" "$mnt"
-	pll=$work/pll
-	mkdir -p "$pll" "$pll.src"
-	"$passthrough" -o "source=$pll.src" "$pll"
-	mounts+=("$pll")
+	mount_passthrough
 	a=() b=() c=()
 	rounds write_round
 	fusermount3 -u "$pll"
@@ -426,6 +431,46 @@ scenario_scale() {
 		unmount "$mnt"
 		clear_store
 	done
+}
+
+# ls -l of a folder of N files, after the kernel's 1 s attribute and entry
+# caches ran out (both filesystems keep them that long).
+list_dir() { sleep 1.1 && ls -l "$1" >/dev/null; }
+ls_tusfs() { list_dir "$mnt/many"; }
+ls_passthrough() { list_dir "$pll/many"; }
+ls_round() {
+	timed a ls_tusfs
+	timed b ls_passthrough
+}
+# make_files DIR N: N empty files (tusfs keeps an empty file local).
+make_files() {
+	mkdir -p "$1"
+	(cd "$1" && seq "$2" | sed 's/^/rec-/; s/$/.wav/' | xargs touch)
+}
+scenario_ls() {
+	echo "bench: ls -l of a folder of 10 000 files"
+	mount_tusfs "$discard_url" "$mnt"
+	mount_passthrough
+	make_files "$mnt/many" 10000
+	make_files "$pll/many" 10000
+	a=() b=()
+	rounds ls_round
+	ta=$(median "${a[@]}") tb=$(median "${b[@]}")
+	ratio=$(calc "($ta - 1.1) / ($tb - 1.1)")
+	row "ls -l of 10 000 files" "$(secs "$ta - 1.1")" \
+		"passthrough_ll $(secs "$tb - 1.1")" "$(fmt %.2f "$ratio")" \
+		"<= 2" "$(verdict "$ratio" '<=' 2)"
+	# The scale point: ten times as many, once each.
+	make_files "$mnt/many" 100000
+	make_files "$pll/many" 100000
+	a=() b=()
+	ls_round
+	row "  100 000 files" "$(secs "${a[0]} - 1.1")" \
+		"passthrough_ll $(secs "${b[0]} - 1.1")" \
+		"$(fmt %.2f "(${a[0]} - 1.1) / (${b[0]} - 1.1)")" "" ""
+	rm -rf "$mnt/many" "$pll/many"
+	fusermount3 -u "$pll"
+	unmount "$mnt"
 }
 
 round=1

@@ -65,6 +65,24 @@ static void complain(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/* A seconds option (NULL: not given), 1 to max, into *out: 0, or -EINVAL
+ * after saying what is wrong. */
+static int parse_seconds(const char *opt, const char *name, uint64_t max,
+			 long *out)
+{
+	uint64_t n;
+
+	if (!opt)
+		return 0;
+	if (config_parse_size(opt, &n) < 0 || n < 1 || n > max) {
+		complain("invalid %s '%s' (1 to %llu seconds)", name, opt,
+			 (unsigned long long)max);
+		return -EINVAL;
+	}
+	*out = (long)n;
+	return 0;
+}
+
 int config_parse_size(const char *s, uint64_t *out)
 {
 	unsigned long long v;
@@ -130,7 +148,6 @@ static int check_temp_names(struct config *cfg)
 
 static int parse_task_options(struct config *cfg)
 {
-	uint64_t n;
 	int rc;
 
 	if (cfg->transcripts_opt) {
@@ -163,16 +180,9 @@ static int parse_task_options(struct config *cfg)
 	rc = check_temp_names(cfg);
 	if (rc < 0)
 		return rc;
-	if (cfg->task_timeout_opt) {
-		if (config_parse_size(cfg->task_timeout_opt, &n) < 0 || n < 1 ||
-		    n > 30 * 86400) {
-			complain("invalid task_timeout '%s' (1 to 2592000 "
-				 "seconds)",
-				 cfg->task_timeout_opt);
-			return -EINVAL;
-		}
-		cfg->task_timeout_s = (long)n;
-	}
+	if (parse_seconds(cfg->task_timeout_opt, "task_timeout", 30 * 86400,
+			  &cfg->task_timeout_s) < 0)
+		return -EINVAL;
 	if (cfg->max_task_json_opt &&
 	    (config_parse_size(cfg->max_task_json_opt, &cfg->max_task_json) <
 		 0 ||
@@ -258,32 +268,17 @@ int config_parse(struct config *cfg, struct fuse_args *args)
 			 cfg->cache_size_opt);
 		return -EINVAL;
 	}
-	if (cfg->stall_timeout_opt) {
-		if (config_parse_size(cfg->stall_timeout_opt, &n) < 0 ||
-		    n < 1 || n > 3600) {
-			complain("invalid stall_timeout '%s' (1 to 3600 "
-				 "seconds)",
-				 cfg->stall_timeout_opt);
-			return -EINVAL;
-		}
-		cfg->stall_timeout_s = (long)n;
-	}
+	if (parse_seconds(cfg->stall_timeout_opt, "stall_timeout", 3600,
+			  &cfg->stall_timeout_s) < 0 ||
+	    parse_seconds(cfg->answer_timeout_opt, "answer_timeout", 86400,
+			  &cfg->answer_timeout_s) < 0)
+		return -EINVAL;
 	if (cfg->max_rate_opt &&
 	    config_parse_rate(cfg->max_rate_opt, &cfg->max_rate) < 0) {
 		complain("invalid max_rate '%s' (bytes per second, at least "
 			 "1K, e.g. 4M; off for none)",
 			 cfg->max_rate_opt);
 		return -EINVAL;
-	}
-	if (cfg->answer_timeout_opt) {
-		if (config_parse_size(cfg->answer_timeout_opt, &n) < 0 ||
-		    n < 1 || n > 86400) {
-			complain("invalid answer_timeout '%s' (1 to 86400 "
-				 "seconds)",
-				 cfg->answer_timeout_opt);
-			return -EINVAL;
-		}
-		cfg->answer_timeout_s = (long)n;
 	}
 	if (cfg->log_level_opt &&
 	    log_level_parse(cfg->log_level_opt, &cfg->log_level) < 0) {

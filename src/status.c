@@ -311,7 +311,8 @@ int status_main(int argc, char *argv[])
 			rows.oom ? "out of memory" : strerror(errno));
 		rc = CLI_USAGE;
 	} else {
-		qsort(rows.v, rows.n, sizeof(*rows.v), by_path);
+		if (rows.n > 0) /* rows.v is NULL on an empty mount */
+			qsort(rows.v, rows.n, sizeof(*rows.v), by_path);
 		if (!json)
 			print_table(mnt);
 		else if (print_json() < 0) {

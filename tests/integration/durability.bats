@@ -98,7 +98,10 @@ first_patch_offset_after() {
 	backend_start
 	tusfs_mount "chunk_size=4M"
 	head -c 60000000 /dev/urandom >"$T/src"
-	cp "$T/src" "$MNT/talk.wav"
+	# Spooled whole first (a held name), so requests follow each other
+	# without waiting for a slow writer and the downtime meets one.
+	cp "$T/src" "$MNT/talk.wav.part"
+	mv "$MNT/talk.wav.part" "$MNT/talk.wav"
 	wait_offset talk.wav 12000000 60
 	backend_restart 3
 	tusfs_wait --timeout 60

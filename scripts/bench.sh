@@ -449,6 +449,8 @@ make_files() {
 }
 scenario_ls() {
 	echo "bench: ls -l of a folder of 10 000 files"
+	# passthrough_ll holds a descriptor for every inode it has seen.
+	ulimit -n 1048576 2>/dev/null || true
 	mount_tusfs "$discard_url" "$mnt"
 	mount_passthrough
 	make_files "$mnt/many" 10000

@@ -965,6 +965,13 @@ static enum step_result process(struct worker *w, struct node *n)
 	return r;
 }
 
+#ifdef NDEBUG
+void engine_check(const struct engine *e, const struct node *n)
+{
+	(void)e;
+	(void)n;
+}
+#else
 /*
  * Whether n has bytes the engine must send without being asked again: a
  * sealed file not yet complete, or bytes an fsync waits for. Lock held.
@@ -983,10 +990,6 @@ static bool needs_driving(const struct engine *e, const struct node *n)
 
 void engine_check(const struct engine *e, const struct node *n)
 {
-#ifdef NDEBUG
-	(void)e;
-	(void)n;
-#else
 	/* The fsync hang of issue 17 was a file in this state: nobody
 	 * would ever send its bytes. Debug builds stop at once. */
 	if (needs_driving(e, n) && !n->up.queued && !n->up.active) {
@@ -999,8 +1002,8 @@ void engine_check(const struct engine *e, const struct node *n)
 			  upload_state_name(n->up.state));
 		abort();
 	}
-#endif
 }
+#endif
 
 static void *worker_main(void *arg)
 {

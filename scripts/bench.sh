@@ -449,8 +449,6 @@ make_files() {
 }
 scenario_ls() {
 	echo "bench: ls -l of a folder of 10 000 files"
-	# passthrough_ll holds a descriptor for every inode it has seen.
-	ulimit -n 1048576 2>/dev/null || true
 	mount_tusfs "$discard_url" "$mnt"
 	mount_passthrough
 	make_files "$mnt/many" 10000
@@ -462,14 +460,14 @@ scenario_ls() {
 	row "ls -l of 10 000 files" "$(secs "$ta - 1.1")" \
 		"passthrough_ll $(secs "$tb - 1.1")" "$(fmt %.2f "$ratio")" \
 		"<= 2" "$(verdict "$ratio" '<=' 2)"
-	# The scale point: ten times as many, once each.
+	# The scale point, tusfs alone: passthrough_ll holds a descriptor per
+	# inode it has seen, and 100 000 pass the usual limit on open files.
 	make_files "$mnt/many" 100000
-	make_files "$pll/many" 100000
-	a=() b=()
-	ls_round
+	a=()
+	timed a ls_tusfs
 	row "  100 000 files" "$(secs "${a[0]} - 1.1")" \
-		"passthrough_ll $(secs "${b[0]} - 1.1")" \
-		"$(fmt %.2f "(${a[0]} - 1.1) / (${b[0]} - 1.1)")" "" ""
+		"10 x tusfs's 10 000 $(secs "10 * ($ta - 1.1)")" \
+		"$(fmt %.2f "(${a[0]} - 1.1) / (10 * ($ta - 1.1))")" "" ""
 	rm -rf "$mnt/many" "$pll/many"
 	fusermount3 -u "$pll"
 	unmount "$mnt"

@@ -355,21 +355,18 @@ static int tfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 {
 	struct tusfs *t = fs();
 	const struct node *dir = (const struct node *)(uintptr_t)fi->fh;
-	/* readdirplus: the kernel takes every entry's attributes with its
-	 * name, so `ls -l` costs no lookup and getattr per entry. */
-	bool plus = flags & FUSE_READDIR_PLUS;
-	enum fuse_fill_dir_flags fill = plus ? FUSE_FILL_DIR_PLUS : 0;
 	struct stat st;
 
 	(void)path;
 	(void)off;
+	(void)flags;
 	catalog_lock(t->cat);
 	fill_stat(dir, &st);
 	filler(buf, ".", &st, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
 	for (const struct node *c = dir->children; c; c = c->next) {
 		fill_stat(c, &st);
-		if (filler(buf, c->name, &st, 0, fill))
+		if (filler(buf, c->name, &st, 0, 0))
 			break;
 		for (int k = 0; S_ISREG(c->mode) && k < SIDECAR_COUNT; k++) {
 			char name[512];
@@ -386,14 +383,10 @@ static int tfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 				continue;
 			/* Without readdirplus only st_ino and the type count.
 			 */
-			if (plus) {
-				fill_sidecar_stat(t, c, k, &st);
-			} else {
-				st.st_ino = catalog_sidecar_ino(
-				    c->ino, (enum sidecar)k);
-				st.st_mode = S_IFREG | 0444;
-			}
-			if (filler(buf, name, &st, 0, fill))
+			st.st_ino =
+			    catalog_sidecar_ino(c->ino, (enum sidecar)k);
+			st.st_mode = S_IFREG | 0444;
+			if (filler(buf, name, &st, 0, 0))
 				goto full;
 		}
 	}

@@ -699,10 +699,16 @@ class Exerciser:
 
     def crash_remount(self):
         """kill -9 the daemon and mount again: the same tree, the same
-        bytes (every write that returned was spooled)."""
+        bytes (every write that returned was spooled). Namespace changes
+        (create, rename, unlink, mkdir, rmdir) are journaled in the
+        background within milliseconds (docs/ARCHITECTURE.md,
+        Persistence; there is no fsyncdir), so a kill right after an op
+        may lose the last of them: the kill waits --remount-settle
+        seconds first, and the tree then must be the model's."""
         if not self.a.remount_cmd:
             raise SystemExit("exerciser: --remount-at needs --remount-cmd")
-        self.log("kill -9 and remount")
+        self.log("settle %.1f s, kill -9 and remount" % self.a.remount_settle)
+        time.sleep(self.a.remount_settle)
         self.wd.begin("remount")
         r = subprocess.run(self.a.remount_cmd, shell=True)
         self.wd.end()
@@ -924,6 +930,10 @@ def main():
                    help="after op N: --remount-cmd (kill -9, mount again)")
     p.add_argument("--remount-cmd", help="shell command that kills the "
                    "daemon and mounts the same state_dir again")
+    p.add_argument("--remount-settle", type=float, default=1.0,
+                   help="seconds the journal gets to catch up before the "
+                   "kill (namespace changes are journaled in the "
+                   "background; 0: kill at once)")
     p.add_argument("--fsync-every", action="store_true")
     p.add_argument("--check-fsync", action="store_true",
                    help="after each fsync the server must hold the bytes")

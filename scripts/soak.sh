@@ -8,6 +8,8 @@
 # st_nlink must be 2 plus their subdirectories). Prints a line per run
 # and at the end the runs, seeds and ops that passed and the failures
 # (each kept in its temp dir with its trace). Exits 1 if anything failed.
+# The time is kept: a run still going at the end is stopped there and
+# reported as cut (neither passed nor failed).
 #
 # usage: scripts/soak.sh [--minutes N] [--ops N] [--first-seed S]
 #   (defaults: 30 minutes, 1000 ops per seed, seeds from 1000)
@@ -21,14 +23,14 @@ while [ $# -gt 0 ]; do
 	--minutes) minutes=$2; shift ;;
 	--ops) ops=$2; shift ;;
 	--first-seed) seed=$2; shift ;;
-	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "soak.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 	shift
 done
 
 end=$(($(date +%s) + minutes * 60))
-runs=0 seeds_ok=0 seeds_bad=0 total_ops=0 failures=""
+runs=0 seeds_ok=0 seeds_bad=0 seeds_cut=0 total_ops=0 failures=""
 chunks=(4K 64K 256K)
 # A 4 KiB chunk sends a 4 MiB file in 1 024 PATCHes: smaller files there.
 declare -A max_size=([4K]=256K [64K]=2M [256K]=4M)
@@ -50,16 +52,22 @@ while [ "$(date +%s)" -lt "$end" ]; do
 	i=$((i + 1))
 	size_bytes=$(numfmt --from=iec "$size")
 	# In the background, so that a signal to soak.sh is acted on at once
-	# (run.sh then stops what it started).
+	# (run.sh then stops what it started); under timeout, so that a slow
+	# run (one file at 4K with faults and fsync after every op takes most
+	# of an hour) does not outlast the soak.
 	# shellcheck disable=SC2086 # mix and fault are word lists
-	tests/stress/run.sh --seeds "$seed" --ops "$ops" --chunk "$chunk" \
-		--max-size "$size_bytes" --timeout 120 --quiet --check-nlink $mix \
-		${fault:+-- $fault} >"$log" 2>&1 &
+	timeout $((end - $(date +%s) + 1)) tests/stress/run.sh --seeds "$seed" \
+		--ops "$ops" --chunk "$chunk" --max-size "$size_bytes" \
+		--timeout 120 --quiet --check-nlink $mix ${fault:+-- $fault} \
+		>"$log" 2>&1 &
 	child=$!
 	rc=0
 	wait "$child" || rc=$?
 	child=""
-	if [ "$rc" = 0 ]; then
+	if [ "$rc" = 124 ]; then
+		seeds_cut=$((seeds_cut + 1))
+		result="cut at the end of the soak"
+	elif [ "$rc" = 0 ]; then
 		seeds_ok=$((seeds_ok + 1))
 		n=$(sed -n 's/^ops: \([0-9]*\) .*/\1/p' "$log")
 		total_ops=$((total_ops + ${n:-0}))
@@ -78,7 +86,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
 done
 
 echo "soak: $minutes min, $runs runs, $total_ops ops in $seeds_ok passing" \
-	"seeds, $seeds_bad failed"
+	"seeds, $seeds_bad failed, $seeds_cut cut at the end"
 [ -z "$failures" ] || echo "failures:$failures"
 echo "$seeds_ok passed, $seeds_bad failed"
 [ "$seeds_bad" = 0 ]

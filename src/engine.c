@@ -1186,7 +1186,8 @@ int engine_wait_confirmed(struct engine *e, struct node *n,
 			  struct engine_sync *s,
 			  const struct timespec *deadline)
 {
-	uint64_t target = s->target;
+	/* A truncation since fsync began lowers what it can ask for. */
+	uint64_t target = s->target < n->size ? s->target : n->size;
 
 	if (s->since.tv_sec == 0)
 		clock_gettime(CLOCK_MONOTONIC, &s->since);

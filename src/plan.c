@@ -31,9 +31,11 @@ static struct plan_step plan_create(const struct plan_input *in)
 		s.length = (int64_t)in->size;
 		return s;
 	}
-	/* Without deferred length, an open file waits for its last close. */
+	/* Without deferred length, an open file waits for its last close;
+	 * an empty one has nothing to confirm, whatever fsync asked. */
 	if ((in->extensions & TUS_EXT_CREATION_DEFER_LENGTH) &&
-	    (in->size >= in->chunk_size || in->sync_target > 0))
+	    (in->size >= in->chunk_size ||
+	     (in->sync_target > 0 && in->size > 0)))
 		s.action = PLAN_CREATE;
 	return s;
 }
@@ -48,8 +50,9 @@ struct plan_step plan_next(const struct plan_input *in)
 	if (!in->created)
 		return plan_create(in);
 
-	/* Truncated below what the server holds, or grown past its length. */
-	if (in->offset > in->size ||
+	/* Truncated below what the server holds, grown past its length, or
+	 * sealed empty: a zero-byte file is never uploaded. */
+	if (in->offset > in->size || (in->sealed && in->size == 0) ||
 	    (in->declared_length != TUS_LENGTH_UNKNOWN &&
 	     (uint64_t)in->declared_length != in->size &&
 	     (in->sealed || in->size > (uint64_t)in->declared_length))) {

@@ -131,6 +131,22 @@ TEST(only_the_request_with_the_last_byte_is_final)
 	ASSERT(!plan_next(&in).final);
 }
 
+/* A file truncated to nothing is never uploaded: an fsync that asked for
+ * more before the truncation creates nothing, and an upload made before
+ * it is dropped once the file is sealed empty. */
+TEST(an_empty_file_creates_nothing_and_drops_its_upload)
+{
+	struct plan_input in = input(0, false);
+
+	in.sync_target = 4096;
+	ASSERT_EQ(plan_next(&in).action, PLAN_WAIT);
+	in.created = true;
+	in.sealed = true;
+	ASSERT_EQ(plan_next(&in).action, PLAN_RESTART);
+	in.created = false;
+	ASSERT_EQ(plan_next(&in).action, PLAN_DONE);
+}
+
 TEST(without_creation_with_upload)
 {
 	struct plan_input in = input(10, true);

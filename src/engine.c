@@ -237,12 +237,7 @@ static enum step_result schedule_retry(struct engine *e, struct node *n,
 							  : st->retry_after) *
 		     1000L;
 	clock_gettime(CLOCK_MONOTONIC, t);
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (ms % 1000) * 1000000L;
-	if (t->tv_nsec >= 1000000000L) {
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000L;
-	}
+	ts_add_ns(t, (uint64_t)ms * 1000000ULL);
 	n->up.state = UPLOAD_RETRYING;
 	n->up.need_head = n->up.url != NULL;
 	set_message(n, st->message);

@@ -53,10 +53,10 @@ files=$(git ls-files '*.c' '*.h')
 # shellcheck disable=SC2086
 clang-format --dry-run --Werror $files
 record "clang-format" $?
-cppcheck --enable=warning,portability --error-exitcode=1 -q -I include src/
+cppcheck --enable=warning,portability --error-exitcode=1 -q -I include -I src src/
 record "cppcheck src/" $?
 # .clang-tidy says which checks and why; any finding fails.
-tidy=$(printf '%s\n' src/*.c | xargs -P"$(nproc)" -n1 clang-tidy --quiet \
+tidy=$(git ls-files 'src/*.c' | xargs -P"$(nproc)" -n1 clang-tidy --quiet \
 	-p build/ci-debug --warnings-as-errors='*' 2>&1)
 rc=$?
 [ "$rc" -eq 0 ] || echo "$tidy" | grep -v 'warnings\? generated\.$'

@@ -13,8 +13,8 @@
  */
 #include "tusfs_setup.h"
 #include "fuzz.h"
-#include "tusfs/journal.h"
-#include "tusfs/log.h"
+#include "core/journal.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -13,8 +13,8 @@
  */
 #include "tusfs_setup.h"
 #include "fuzz.h"
-#include "tusfs/meta.h"
-#include "tusfs/tus.h"
+#include "core/meta.h"
+#include "tus/tus.h"
 
 #include <stdint.h>
 #include <stdlib.h>

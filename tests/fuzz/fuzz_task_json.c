@@ -11,8 +11,8 @@
  */
 #include "tusfs_setup.h"
 #include "fuzz.h"
-#include "tusfs/render.h"
-#include "tusfs/task.h"
+#include "core/render.h"
+#include "core/task.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -13,7 +13,7 @@
  */
 #include "tusfs_setup.h"
 #include "fuzz.h"
-#include "tusfs/tus.h"
+#include "tus/tus.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -26,14 +26,15 @@
 
 /* A transport that answers once with status and text as headers and body. */
 struct answer {
-	struct http http;
+	struct tus_http http;
 	long status;
 	const char *text;
 	size_t len;
 };
 
-static int answer_perform(struct http *h, const struct http_request *req,
-			  struct http_response *resp)
+static int answer_perform(struct tus_http *h,
+			  const struct tus_http_request *req,
+			  struct tus_http_response *resp)
 {
 	const struct answer *a = (const struct answer *)h;
 
@@ -43,7 +44,7 @@ static int answer_perform(struct http *h, const struct http_request *req,
 	resp->headers = strndup(a->text, a->len);
 	resp->body = malloc(a->len + 1);
 	if (!resp->headers || !resp->body) {
-		http_response_clear(resp);
+		tus_http_response_clear(resp);
 		return -ENOMEM;
 	}
 	memcpy(resp->body, a->text, a->len);
@@ -53,12 +54,12 @@ static int answer_perform(struct http *h, const struct http_request *req,
 	return 0;
 }
 
-static void answer_destroy(struct http *h)
+static void answer_destroy(struct tus_http *h)
 {
 	(void)h;
 }
 
-static const struct http_ops answer_ops = {answer_perform, answer_destroy};
+static const struct tus_http_ops answer_ops = {answer_perform, answer_destroy};
 
 static ssize_t no_read(void *arg, char *buf, size_t n, uint64_t off)
 {
@@ -82,11 +83,11 @@ static void check_url(const char *url)
 	      strncmp(url, "https://", 8) == 0);
 }
 
-static void exchange(unsigned op, struct http *h)
+static void exchange(unsigned op, struct tus_http *h)
 {
 	struct tus_client *c;
 	struct tus_status st;
-	struct http_body body = {no_read, NULL, SENT};
+	struct tus_http_body body = {no_read, NULL, SENT};
 	enum tus_outcome o = TUS_OK;
 	int err;
 

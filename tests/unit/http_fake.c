@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fake_perform(struct http *h, const struct http_request *req,
-			struct http_response *resp)
+static int fake_perform(struct tus_http *h, const struct tus_http_request *req,
+			struct tus_http_response *resp)
 {
 	struct http_fake *f = (struct http_fake *)h;
 	struct fake_request *r;
@@ -59,12 +59,12 @@ static int fake_perform(struct http *h, const struct http_request *req,
 	return 0;
 }
 
-static void fake_destroy(struct http *h)
+static void fake_destroy(struct tus_http *h)
 {
 	(void)h;
 }
 
-static const struct http_ops fake_ops = {
+static const struct tus_http_ops fake_ops = {
     .perform = fake_perform,
     .destroy = fake_destroy,
 };

@@ -6,7 +6,7 @@
 #ifndef TUSFS_HTTP_FAKE_H
 #define TUSFS_HTTP_FAKE_H
 
-#include "tusfs/http.h"
+#include "tus/http.h"
 
 #define FAKE_MAX 16
 
@@ -27,7 +27,7 @@ struct fake_request {
 };
 
 struct http_fake {
-	struct http base;
+	struct tus_http base;
 	struct fake_reply replies[FAKE_MAX];
 	int nreplies;
 	struct fake_request requests[FAKE_MAX];

@@ -4,8 +4,8 @@
  */
 #include "tusfs_setup.h"
 #include "harness.h"
-#include "tusfs/catalog.h"
-#include "tusfs/config.h"
+#include "core/catalog.h"
+#include "fuse/config.h"
 
 #include <errno.h>
 

@@ -3,7 +3,7 @@
  */
 #include "tusfs_setup.h"
 #include "harness.h"
-#include "tusfs/config.h"
+#include "fuse/config.h"
 
 #include <errno.h>
 #include <fcntl.h>

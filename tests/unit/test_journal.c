@@ -6,7 +6,7 @@
  */
 #include "tusfs_setup.h"
 #include "harness.h"
-#include "tusfs/journal.h"
+#include "core/journal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,7 +5,7 @@
  */
 #include "tusfs_setup.h"
 #include "harness.h"
-#include "tusfs/log.h"
+#include "core/log.h"
 
 #include <errno.h>
 #include <stdio.h>

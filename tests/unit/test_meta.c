@@ -3,7 +3,7 @@
  */
 #include "tusfs_setup.h"
 #include "harness.h"
-#include "tusfs/meta.h"
+#include "core/meta.h"
 
 #include <ctype.h>
 

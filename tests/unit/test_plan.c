@@ -4,8 +4,8 @@
  */
 #include "tusfs_setup.h"
 #include "harness.h"
-#include "tusfs/plan.h"
-#include "tusfs/tus.h"
+#include "core/plan.h"
+#include "tus/tus.h"
 
 #define CHUNK 1000
 #define ALL                                                                    \

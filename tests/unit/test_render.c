@@ -10,8 +10,8 @@
  */
 #include "tusfs_setup.h"
 #include "harness.h"
-#include "tusfs/render.h"
-#include "tusfs/task.h"
+#include "core/render.h"
+#include "core/task.h"
 
 #include <errno.h>
 #include <math.h>

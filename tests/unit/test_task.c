@@ -7,7 +7,7 @@
  */
 #include "tusfs_setup.h"
 #include "harness.h"
-#include "tusfs/task.h"
+#include "core/task.h"
 
 #include <errno.h>
 

@@ -5,7 +5,7 @@
 #include "tusfs_setup.h"
 #include "harness.h"
 #include "http_fake.h"
-#include "tusfs/tus.h"
+#include "tus/tus.h"
 
 #include <errno.h>
 
@@ -197,7 +197,7 @@ TEST(create_with_upload)
 	struct http_fake f;
 	struct tus_client *c = client(&f);
 	char data[] = "hello";
-	struct http_body body = {mem_read, data, 5};
+	struct tus_http_body body = {mem_read, data, 5};
 	struct tus_create_req req = {.length = 5, .body = &body};
 	struct tus_status st;
 	uint64_t off = 0;
@@ -245,7 +245,7 @@ TEST(patch_headers_and_offset)
 	struct http_fake f;
 	struct tus_client *c = client(&f);
 	char data[] = "0123456789";
-	struct http_body body = {mem_read, data, 10};
+	struct tus_http_body body = {mem_read, data, 10};
 	struct tus_patch_req req = {
 	    .url = EP "abc", .offset = 100, .body = &body, .length = 110};
 	struct tus_status st;
@@ -270,7 +270,7 @@ TEST(patch_partial_store_is_trusted)
 	struct http_fake f;
 	struct tus_client *c = client(&f);
 	char data[] = "0123456789";
-	struct http_body body = {mem_read, data, 10};
+	struct tus_http_body body = {mem_read, data, 10};
 	struct tus_patch_req req = {.url = EP "abc",
 				    .offset = 0,
 				    .body = &body,
@@ -290,7 +290,7 @@ TEST(patch_distrusts_offsets)
 	struct http_fake f;
 	struct tus_client *c = client(&f);
 	char data[] = "0123456789";
-	struct http_body body = {mem_read, data, 10};
+	struct tus_http_body body = {mem_read, data, 10};
 	struct tus_patch_req req = {.url = EP "abc",
 				    .offset = 100,
 				    .body = &body,

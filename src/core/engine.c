@@ -87,7 +87,7 @@ struct engine {
 	char *language;
 	char *temp_names;
 	struct poller *poller;
-	struct tus_http_curl_config http; /* strings borrowed from the config */
+	struct transport_factory transport;
 	struct tus_server server;
 	/* Bytes per PATCH: -o chunk_size, or less once a 413 taught that
 	 * the endpoint (a proxy in front) takes no more; catalog lock. */
@@ -1166,7 +1166,7 @@ static void watch(const struct engine *e, const struct node *n,
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (s->warned || n->up.active ||
-	    now.tv_sec - s->since.tv_sec < e->http.stall_timeout_s)
+	    now.tv_sec - s->since.tv_sec < e->transport.stall_timeout_s)
 		return;
 	s->warned = true;
 	log_warn(
@@ -1245,8 +1245,7 @@ struct engine *engine_create(const struct engine_config *cfg,
 	e->learned = cfg->learned;
 	e->learned_arg = cfg->learned_arg;
 	e->nworkers = cfg->workers;
-	e->http = cfg->http;
-	e->http.abort_all = &e->abort_all;
+	e->transport = cfg->transport;
 	e->endpoint = dup_or_null(cfg->endpoint, &failed);
 	e->language = dup_or_null(cfg->language, &failed);
 	e->temp_names = dup_or_null(cfg->temp_names, &failed);
@@ -1268,7 +1267,7 @@ int engine_start(struct engine *e)
 		struct worker *w = &e->workers[i];
 
 		w->e = e;
-		w->http = tus_http_curl_create(&e->http);
+		w->http = transport_new(&e->transport, &e->abort_all);
 		w->tus = w->http ? tus_client_create(w->http, e->endpoint, &rc)
 				 : NULL;
 		if (!w->tus) {

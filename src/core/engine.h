@@ -8,7 +8,7 @@
 #define TUSFS_ENGINE_H
 
 #include "core/catalog.h"
-#include "tus/curl.h"
+#include "core/transport.h"
 #include "core/journal.h"
 #include "core/poller.h"
 #include "core/spool.h"
@@ -23,9 +23,8 @@ struct engine_config {
 	unsigned workers;
 	/* Upload-Metadata "language", or NULL for automatic. */
 	const char *language;
-	/* For each worker's transport; its strings must live until
-	 * engine_start() returns. */
-	struct tus_http_curl_config http;
+	/* Makes each worker's transport; must outlive engine_start(). */
+	struct transport_factory transport;
 	/* Where upload state is persisted; may be NULL (tests). */
 	struct journal *journal;
 	/* Bytes of completed files' spools kept for reading back. */

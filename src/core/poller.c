@@ -57,7 +57,7 @@ struct poller {
 	bool transcripts;
 	long task_timeout_s;
 	size_t max_task_json;
-	struct tus_http_curl_config http;
+	struct transport_factory transport;
 	int dirfd; /* STATE/transcripts */
 	pthread_t threads[THREADS];
 	struct tus_http *conns[THREADS];
@@ -846,8 +846,7 @@ struct poller *poller_create(const struct poller_config *cfg,
 	p->task_timeout_s = cfg->task_timeout_s;
 	p->max_task_json = cfg->max_task_json;
 	p->delete_remote = cfg->delete_remote;
-	p->http = cfg->http;
-	p->http.abort_all = &p->abort_all;
+	p->transport = cfg->transport;
 	catalog_cond_init(&p->cv);
 	p->task_url = strdup(cfg->task_url);
 	p->progress_url = strdup(cfg->progress_url ? cfg->progress_url : "");
@@ -885,7 +884,7 @@ int poller_start(struct poller *p)
 	for (unsigned i = 0; i < THREADS; i++) {
 		struct thread_arg *a = malloc(sizeof(*a));
 
-		p->conns[i] = tus_http_curl_create(&p->http);
+		p->conns[i] = transport_new(&p->transport, &p->abort_all);
 		if (!a || !p->conns[i]) {
 			free(a);
 			rc = -ENOMEM;

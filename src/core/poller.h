@@ -13,7 +13,7 @@
 #define TUSFS_POLLER_H
 
 #include "core/catalog.h"
-#include "tus/curl.h"
+#include "core/transport.h"
 #include "core/journal.h"
 #include "core/render.h"
 
@@ -33,8 +33,8 @@ struct poller_config {
 	bool delete_remote;
 	/* Where STATE/transcripts lives. */
 	const char *state_dir;
-	/* For each thread's transport; strings must outlive poller_start. */
-	struct tus_http_curl_config http;
+	/* Makes each thread's transport; must outlive poller_start. */
+	struct transport_factory transport;
 	/* May be NULL (tests). */
 	struct journal *journal;
 };

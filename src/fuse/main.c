@@ -8,7 +8,7 @@
 #include "fuse/config.h"
 #include "core/engine.h"
 #include "fuse/fs.h"
-#include "tus/http.h"
+#include "tus/curl.h"
 #include "core/log.h"
 #include "tus/tus.h"
 #include "cli/cli.h"
@@ -202,6 +202,21 @@ static int serve(struct fuse *fuse, const struct fuse_cmdline_opts *fopts)
 	return rc;
 }
 
+/* The workers' transport settings: their strings (the token, the origin)
+ * are borrowed, so these live as long as the threads. */
+static struct tus_http_curl_config curl_settings;
+
+/* The transport factory the engine and the poller get: libcurl, with the
+ * caller's abort flag. */
+static struct tus_http *curl_transport(void *arg, const atomic_int *abort_all)
+{
+	struct tus_http_curl_config hc =
+	    *(const struct tus_http_curl_config *)arg;
+
+	hc.abort_all = abort_all;
+	return tus_http_curl_create(&hc);
+}
+
 /*
  * Builds the modules into t: the transport settings, discovery (or what
  * the endpoint offered last time), the spool, the catalog restored from
@@ -213,14 +228,7 @@ static int serve(struct fuse *fuse, const struct fuse_cmdline_opts *fopts)
 static int build(struct config *cfg, char *origin, size_t originsz,
 		 struct tusfs *t, struct journal_stats *js)
 {
-	struct tus_http_curl_config hc = {
-	    .token = cfg->token,
-	    .cafile = cfg->cafile,
-	    .insecure = cfg->insecure,
-	    .connect_timeout_s = CONNECT_TIMEOUT_S,
-	    .stall_timeout_s = cfg->stall_timeout_s,
-	    .auth_origin = origin,
-	};
+	struct tus_http_curl_config *hc = &curl_settings;
 	struct engine_config ec = {
 	    .endpoint = cfg->endpoint,
 	    .chunk_size = cfg->chunk_size,
@@ -247,19 +255,30 @@ static int build(struct config *cfg, char *origin, size_t originsz,
 			cfg->endpoint);
 		return -EINVAL;
 	}
-	if (hc.insecure)
+	*hc = (struct tus_http_curl_config){
+	    .token = cfg->token,
+	    .cafile = cfg->cafile,
+	    .insecure = cfg->insecure,
+	    .connect_timeout_s = CONNECT_TIMEOUT_S,
+	    .stall_timeout_s = cfg->stall_timeout_s,
+	    .auth_origin = origin,
+	};
+	if (hc->insecure)
 		log_warn("-o insecure: the server's TLS certificate is not "
 			 "verified; anyone on the path can read the uploads "
 			 "and the API key");
-	ec.http = hc;
-	pc.http = hc;
+	ec.transport = pc.transport = (struct transport_factory){
+	    .create = curl_transport,
+	    .arg = hc,
+	    .stall_timeout_s = hc->stall_timeout_s,
+	};
 	if (task_routes(cfg, origin) < 0)
 		return -ENOMEM;
 	pc.task_url = cfg->task_url;
 	pc.progress_url = cfg->progress_url;
 	memory.state_dir = cfg->state_dir;
 	remembered = load_server(&memory) == 0;
-	rc = discover(&hc, cfg->endpoint, &t->server);
+	rc = discover(hc, cfg->endpoint, &t->server);
 	discovered = rc == 0;
 	if (rc == -EAGAIN && remembered) {
 		t->server = memory.server;

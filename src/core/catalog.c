@@ -546,3 +546,14 @@ bool catalog_temp_name(const char *patterns, const char *name)
 	}
 	return false;
 }
+
+void catalog_each_file(struct node *dir, void (*fn)(struct node *, void *),
+		       void *arg)
+{
+	for (struct node *n = dir->children; n; n = n->next) {
+		if (S_ISDIR(n->mode))
+			catalog_each_file(n, fn, arg);
+		else
+			fn(n, arg);
+	}
+}

@@ -315,6 +315,11 @@ void catalog_extent(const struct node *n, unsigned *levels, size_t *longest);
 /* Sets all three times of n to now. */
 void catalog_touch(struct node *n);
 
+/* Calls fn for every file below dir (every node that is not a folder),
+ * depth first. fn must not add or remove nodes. Lock held. */
+void catalog_each_file(struct node *dir, void (*fn)(struct node *, void *),
+		       void *arg);
+
 /*
  * Sidecars: NAME.status, NAME.txt, NAME.srt, NAME.vtt and NAME.json beside
  * each regular file NAME. They are not nodes; a name resolves to one when

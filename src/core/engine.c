@@ -44,6 +44,7 @@
  */
 #include "tusfs_setup.h"
 #include "core/engine.h"
+#include "core/clock.h"
 #include "core/journal.h"
 #include "core/log.h"
 #include "core/meta.h"
@@ -156,22 +157,6 @@ void engine_kick(struct engine *e, struct node *n)
 		enqueue(e, n);
 }
 
-static bool before(const struct timespec *a, const struct timespec *b)
-{
-	return a->tv_sec < b->tv_sec ||
-	       (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
-}
-
-static void ts_add_ns(struct timespec *t, uint64_t ns)
-{
-	t->tv_sec += (time_t)(ns / 1000000000ULL);
-	t->tv_nsec += (long)(ns % 1000000000ULL);
-	if (t->tv_nsec >= 1000000000L) {
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000L;
-	}
-}
-
 /*
  * Unlinks and returns the first node whose retry time has come. If none,
  * *wake is the earliest retry time (or zero when the queue is empty).
@@ -184,7 +169,7 @@ static struct node *pop_ready(struct engine *e, struct timespec *wake)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	*wake = (struct timespec){0};
 	for (struct node *n = e->qhead; n; prev = n, n = n->up.qnext) {
-		if (!before(&now, &n->up.not_before)) {
+		if (!ts_before(&now, &n->up.not_before)) {
 			*pp = n->up.qnext;
 			if (e->qtail == n)
 				e->qtail = prev;
@@ -192,7 +177,7 @@ static struct node *pop_ready(struct engine *e, struct timespec *wake)
 			return n;
 		}
 		if ((wake->tv_sec == 0 && wake->tv_nsec == 0) ||
-		    before(&n->up.not_before, wake))
+		    ts_before(&n->up.not_before, wake))
 			*wake = n->up.not_before;
 		pp = &n->up.qnext;
 	}
@@ -236,8 +221,7 @@ static enum step_result schedule_retry(struct engine *e, struct node *n,
 		ms = (st->retry_after > RETRY_AFTER_CAP_S ? RETRY_AFTER_CAP_S
 							  : st->retry_after) *
 		     1000L;
-	clock_gettime(CLOCK_MONOTONIC, t);
-	ts_add_ns(t, (uint64_t)ms * 1000000ULL);
+	*t = ts_in_ms((uint64_t)ms);
 	n->up.state = UPLOAD_RETRYING;
 	n->up.need_head = n->up.url != NULL;
 	set_message(n, st->message);
@@ -453,13 +437,13 @@ static void throttle(struct engine *e, size_t len, const atomic_int *cancel)
 		return;
 	pthread_mutex_lock(&rl->lock);
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (before(&rl->next, &now))
+	if (ts_before(&rl->next, &now))
 		rl->next = now;
 	due = rl->next;
 	ts_add_ns(&rl->next, (uint64_t)((double)len * 1e9 /
 					(double)atomic_load(&rl->rate)));
 	pthread_mutex_unlock(&rl->lock);
-	while (before(&now, &due) && atomic_load(&rl->rate) != 0 &&
+	while (ts_before(&now, &due) && atomic_load(&rl->rate) != 0 &&
 	       !atomic_load(cancel) && !atomic_load(&e->abort_all)) {
 		struct timespec slice = {0, 100000000L};
 		uint64_t left =
@@ -1105,34 +1089,30 @@ void engine_renamed(struct engine *e, struct node *n)
 	}
 }
 
-static void resume_tree(struct engine *e, struct node *dir)
+static void resume_file(struct node *n, void *arg)
 {
-	for (struct node *n = dir->children; n; n = n->next) {
-		if (S_ISDIR(n->mode)) {
-			resume_tree(e, n);
-			continue;
-		}
-		n->up.hold = catalog_temp_name(e->temp_names, n->name);
-		switch (n->up.state) {
-		case UPLOAD_UPLOADED:
-			/* A refused recording keeps its spool (finish). */
-			if (n->tr.state != TR_FAILED &&
-			    spool_size(e->spool, n->ino) == (int64_t)n->size)
-				cache_add(e, n);
-			break;
-		case UPLOAD_EMPTY:
-		case UPLOAD_FAILED:
-			break;
-		default:
-			engine_kick(e, n);
-		}
+	struct engine *e = arg;
+
+	n->up.hold = catalog_temp_name(e->temp_names, n->name);
+	switch (n->up.state) {
+	case UPLOAD_UPLOADED:
+		/* A refused recording keeps its spool (finish). */
+		if (n->tr.state != TR_FAILED &&
+		    spool_size(e->spool, n->ino) == (int64_t)n->size)
+			cache_add(e, n);
+		break;
+	case UPLOAD_EMPTY:
+	case UPLOAD_FAILED:
+		break;
+	default:
+		engine_kick(e, n);
 	}
 }
 
 void engine_resume(struct engine *e)
 {
 	pthread_mutex_lock(mutex(e));
-	resume_tree(e, catalog_root(e->cat));
+	catalog_each_file(catalog_root(e->cat), resume_file, e);
 	pthread_mutex_unlock(mutex(e));
 }
 

@@ -23,6 +23,7 @@
  */
 #include "tusfs_setup.h"
 #include "core/poller.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/spool.h"
 #include "core/task.h"
@@ -91,22 +92,6 @@ struct poll_outcome {
 static pthread_mutex_t *mutex(struct poller *p)
 {
 	return catalog_mutex(p->cat);
-}
-
-static void ts_add_ms(struct timespec *t, long ms)
-{
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (ms % 1000) * 1000000L;
-	if (t->tv_nsec >= 1000000000L) {
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000L;
-	}
-}
-
-static bool ts_before(const struct timespec *a, const struct timespec *b)
-{
-	return a->tv_sec < b->tv_sec ||
-	       (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
 static void set_str(char **dst, const char *s)
@@ -399,8 +384,7 @@ static void list_remove(struct poller *p, struct node *n)
 
 static void schedule(struct poller *p, struct node *n, unsigned interval_ms)
 {
-	clock_gettime(CLOCK_MONOTONIC, &n->tr.due);
-	ts_add_ms(&n->tr.due, interval_ms);
+	n->tr.due = ts_in_ms(interval_ms);
 	list_add(p, n);
 	pthread_cond_broadcast(&p->cv);
 }
@@ -695,7 +679,7 @@ void poller_watch(struct poller *p, struct node *n)
 
 	if (!n->tr.listed || n->tr.busy)
 		return;
-	ts_add_ms(&soon, WATCH_INTERVAL);
+	ts_add_ns(&soon, (uint64_t)WATCH_INTERVAL * 1000000ULL);
 	if (ts_before(&soon, &n->tr.due)) {
 		n->tr.due = soon;
 		n->tr.interval_ms = FIRST_INTERVAL;
@@ -718,28 +702,24 @@ static bool stored(struct poller *p, const struct node *n)
 	return true;
 }
 
-static void resume_tree(struct poller *p, struct node *dir)
+static void resume_file(struct node *n, void *arg)
 {
-	for (struct node *n = dir->children; n; n = n->next) {
-		if (S_ISDIR(n->mode)) {
-			resume_tree(p, n);
-			continue;
-		}
-		if (n->up.state != UPLOAD_UPLOADED)
-			continue;
-		if (n->tr.state == TR_COMPLETED && !stored(p, n)) {
-			log_warn("'%s': stored transcripts are missing; "
-				 "fetching them again",
-				 n->name);
-			n->tr.state = TR_PROCESSING;
-		}
-		/* Uploaded under transcripts=off: it was complete then. */
-		if (n->tr.state == TR_NONE)
-			poller_upload_done(p, n, FINAL_ACCEPTED);
-		else if (pending(n) && p->transcripts) {
-			n->tr.interval_ms = FIRST_INTERVAL;
-			schedule(p, n, 0);
-		}
+	struct poller *p = arg;
+
+	if (n->up.state != UPLOAD_UPLOADED)
+		return;
+	if (n->tr.state == TR_COMPLETED && !stored(p, n)) {
+		log_warn("'%s': stored transcripts are missing; fetching them "
+			 "again",
+			 n->name);
+		n->tr.state = TR_PROCESSING;
+	}
+	/* Uploaded under transcripts=off: it was complete then. */
+	if (n->tr.state == TR_NONE)
+		poller_upload_done(p, n, FINAL_ACCEPTED);
+	else if (pending(n) && p->transcripts) {
+		n->tr.interval_ms = FIRST_INTERVAL;
+		schedule(p, n, 0);
 	}
 }
 
@@ -750,28 +730,24 @@ struct inos {
 	bool failed;
 };
 
-static void collect(const struct node *dir, struct inos *in)
+static void collect(struct node *n, void *arg)
 {
-	for (const struct node *n = dir->children; n; n = n->next) {
-		if (S_ISDIR(n->mode)) {
-			collect(n, in);
-			continue;
-		}
-		if (n->tr.state != TR_COMPLETED)
-			continue;
-		if (in->count == in->cap) {
-			size_t cap = in->cap ? in->cap * 2 : 64;
-			uint64_t *v = realloc(in->v, cap * sizeof(*v));
+	struct inos *in = arg;
 
-			if (!v) {
-				in->failed = true;
-				return;
-			}
-			in->v = v;
-			in->cap = cap;
+	if (in->failed || n->tr.state != TR_COMPLETED)
+		return;
+	if (in->count == in->cap) {
+		size_t cap = in->cap ? in->cap * 2 : 64;
+		uint64_t *v = realloc(in->v, cap * sizeof(*v));
+
+		if (!v) {
+			in->failed = true;
+			return;
 		}
-		in->v[in->count++] = n->ino;
+		in->v = v;
+		in->cap = cap;
 	}
+	in->v[in->count++] = n->ino;
 }
 
 static int cmp_ino(const void *a, const void *b)
@@ -789,7 +765,7 @@ static void sweep(struct poller *p)
 	DIR *d;
 	const struct dirent *de;
 
-	collect(catalog_root(p->cat), &keep);
+	catalog_each_file(catalog_root(p->cat), collect, &keep);
 	/* Without the list, removing nothing is the safe way to fail. */
 	fd = keep.failed ? -1 : dup(p->dirfd);
 	d = fd < 0 ? NULL : fdopendir(fd);
@@ -821,7 +797,7 @@ void poller_resume(struct poller *p)
 {
 	pthread_mutex_lock(mutex(p));
 	sweep(p);
-	resume_tree(p, catalog_root(p->cat));
+	catalog_each_file(catalog_root(p->cat), resume_file, p);
 	pthread_mutex_unlock(mutex(p));
 }
 

@@ -74,8 +74,7 @@ struct node *catalog_new_node(struct catalog *cat, uint64_t ino,
 	n->uid = uid;
 	n->gid = gid;
 	n->refs = 1;
-	n->up.declared_length = TUS_LENGTH_UNKNOWN;
-	n->up.rate = -1;
+	upload_init(&n->up);
 	n->tr.percent = -1;
 	catalog_touch(n);
 	return n;

@@ -18,8 +18,8 @@
  *   FAILED     permanent refusal; err = -EIO, message says why; spool kept
  *   EMPTY      sealed at 0 bytes; never created on the server
  * A write below sent_mark, a truncation, or a new generation (O_TRUNC) sets
- * restart: the worker drops the old upload (DELETE unless it was complete)
- * and starts again from the spool.
+ * restart (core/upload.h has those transitions): the worker drops the old
+ * upload (DELETE unless it was complete) and starts again from the spool.
  *
  * Outcomes: RETRY backs off exponentially with jitter (capped at a minute,
  * Retry-After honoured) and re-reads the offset with HEAD before sending
@@ -325,7 +325,7 @@ static enum step_result restart(struct worker *w, struct node *n)
 	if (r != STEP_CONTINUE)
 		return r;
 	if (rewrite) {
-		if (meta_uuid4(n->up.task_id) < 0)
+		if (upload_new_task(&n->up) < 0)
 			return STEP_IDLE;
 		if (w->e->poller)
 			poller_new_upload(w->e->poller, n);
@@ -1021,28 +1021,14 @@ static void *worker_main(void *arg)
 
 int engine_new_upload(struct engine *e, struct node *n)
 {
-	int rc = meta_uuid4(n->up.task_id);
+	int rc = upload_new_generation(&n->up);
 
-	if (rc < 0)
-		return rc;
 	cache_drop(e, n);
 	if (e->poller)
 		poller_new_upload(e->poller, n);
-	n->up.fp_valid = false;
-	n->up.verify = false;
-	n->up.content_gen++;
-	if (n->up.url || n->up.active) {
-		n->up.restart = true;
-		n->up.new_generation = true;
-	}
-	n->up.state = UPLOAD_QUEUED;
-	n->up.err = 0;
-	n->up.sync_target = 0;
-	n->up.attempts = 0;
-	n->up.not_before = (struct timespec){0};
 	set_message(n, NULL);
 	journal_mark(e->journal, n);
-	return 0;
+	return rc;
 }
 
 void engine_pause(struct engine *e, struct node *n, bool paused)

@@ -1053,14 +1053,9 @@ static void restore_file(struct node *n, const struct journal_entry *e,
 		/* A finished state with a spool of another size: an O_TRUNC or
 		 * an append the crash kept from the journal. A new version. */
 		if (done) {
-			up->state = UPLOAD_QUEUED;
-			up->restart = up->url != NULL;
-			up->new_generation = true;
+			(void)upload_new_generation(up);
 			up->need_head = false;
 			up->final_sent = false;
-			up->fp_valid = false;
-			if (meta_uuid4(up->task_id) < 0)
-				up->task_id[0] = '\0';
 			free(n->tr.error);
 			memset(&n->tr, 0, sizeof(n->tr));
 			n->tr.percent = -1;

@@ -774,22 +774,13 @@ static int reserve_space(struct tusfs *t, uint64_t grow)
 static int before_write(struct tusfs *t, struct node *n, uint64_t off,
 			uint64_t end)
 {
-	/* Below sent_mark: restart, and make sure the journal says so (an
-	 * earlier truncate or rewrite may have set it only in memory). */
-	bool rewrite = off < n->up.sent_mark;
-	bool sync =
-	    rewrite && (!n->up.restart || journal_pending(t->journal, n));
+	/* Below sent_mark, the journal must say restart (an earlier
+	 * truncate or rewrite may have set it only in memory). */
+	bool sync = off < n->up.sent_mark && journal_pending(t->journal, n);
 	int rc;
 
-	if (rewrite)
-		n->up.restart = true;
-	if (n->up.fp_valid) {
-		n->up.fp_valid = false;
+	if (upload_content_changing(&n->up, off))
 		sync = true;
-	}
-	/* A fingerprint being taken right now must not be kept (none can
-	 * start while this writer's handle is open). */
-	n->up.content_gen++;
 	if (sync) {
 		rc = journal_sync(t->journal, n);
 		if (rc < 0)
@@ -876,10 +867,8 @@ static int tfs_write(const char *path, const char *buf, size_t size, off_t off,
 		return rc;
 	}
 	/* A worker may have sent these bytes while the lock was dropped. */
-	if ((uint64_t)off < n->up.sent_mark && !n->up.restart) {
-		n->up.restart = true;
+	if (upload_overtaken(&n->up, (uint64_t)off))
 		journal_mark(t->journal, n);
-	}
 	if (end > n->size) {
 		bool crossed = end / t->chunk_size > n->size / t->chunk_size;
 
@@ -1000,15 +989,8 @@ static int tfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		rc = fd < 0 ? fd : -errno;
 		goto out;
 	}
-	if ((uint64_t)size < n->up.sent_mark)
-		n->up.restart = true;
-	/* What fsync asked for cannot lie past the end: a later fsync of
-	 * fewer bytes must still be news for the engine. */
-	if (n->up.sync_target > (uint64_t)size)
-		n->up.sync_target = (uint64_t)size;
+	upload_truncated(&n->up, (uint64_t)size);
 	n->size = (uint64_t)size;
-	n->up.content_gen++;
-	n->up.fp_valid = false;
 	clock_gettime(CLOCK_REALTIME, &n->mtime);
 	n->ctime = n->mtime;
 	journal_mark(t->journal, n);

@@ -3,8 +3,9 @@
 # that only ratios matter (docs/performance.md says what each row measures
 # and what limits it). Builds a Release tusfs and libfuse's passthrough_ll
 # example, starts the reference backend twice (storing, and --store discard
-# for the client side alone), runs every scenario RUNS times interleaved
-# with its peers, and prints medians and ratios, then the scale table.
+# for the client side alone) and the bare sink (bench/sink.mjs, the wire
+# row's ceiling), runs every scenario RUNS times interleaved with its
+# peers, and prints medians and ratios, then the scale table.
 #
 # Usage: scripts/bench.sh [--runs N] [--only SCENARIO,...]
 # N measured runs after one warm-up round (default 3); SCENARIO is large,
@@ -68,26 +69,35 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# backend NAME [server.js options]: starts one; sets NAME_url and NAME_dir.
-backend() {
-	local name=$1 dir=$work/$1
-	shift
-	mkdir -p "$dir"
-	rm -f "$dir.port"
-	node tests/backend/server.js --dir "$dir" --port-file "$dir.port" "$@" \
-		>"$dir.log" 2>&1 &
+# serve NAME SCRIPT [options]: starts a node server that writes its port to
+# --port-file; sets NAME_url.
+serve() {
+	local name=$1 script=$2 port=$work/$1.port
+	shift 2
+	rm -f "$port"
+	node "$script" --port-file "$port" "$@" >"$work/$name.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 100); do
-		[ -s "$dir.port" ] && break
+		[ -s "$port" ] && break
 		sleep 0.1
 	done
-	printf -v "${name}_url" 'http://127.0.0.1:%s/uploads/files/' "$(cat "$dir.port")"
-	printf -v "${name}_dir" '%s' "$dir"
+	printf -v "${name}_url" 'http://127.0.0.1:%s/uploads/files/' "$(cat "$port")"
+}
+# backend NAME [server.js options]: the reference backend; sets NAME_url
+# and NAME_dir.
+backend() {
+	local name=$1
+	shift
+	mkdir -p "$work/$name"
+	printf -v "${name}_dir" '%s' "$work/$name"
+	serve "$name" tests/backend/server.js --dir "$work/$name" "$@"
 }
 backend store
 backend discard --store discard
-# shellcheck disable=SC2154 # set by backend()
-: "$store_url" "$store_dir" "$discard_url"
+# The bare sink: TUS in plain node http, bytes counted and dropped.
+serve sink bench/sink.mjs
+# shellcheck disable=SC2154 # set by backend() and serve()
+: "$store_url" "$store_dir" "$discard_url" "$sink_url"
 
 # mount ENDPOINT MOUNTPOINT [tusfs options]: a fresh daemon in the
 # foreground (so its PID is ours to read); sets daemon.
@@ -300,22 +310,32 @@ scenario_write() {
 		"$(fmt %.2f "$tb / $tc")" "" ""
 }
 
+# The wire's peer is one curl -T to wire_url, the server the mount is on.
 wire_round() {
 	timed a copy_large
 	rm "$mnt/large.wav"
-	timed b curl_once "$discard_url" "$large"
+	timed b curl_once "$wire_url" "$large"
 }
-scenario_wire() {
-	echo "bench: against the wire (2 GiB, discarded)"
-	mount_tusfs "$discard_url" "$mnt"
+# wire URL: the medians of RUNS rounds against URL into ta and tb.
+wire() {
+	wire_url=$1
+	mount_tusfs "$wire_url" "$mnt"
 	a=() b=()
 	rounds wire_round
 	unmount "$mnt"
 	ta=$(median "${a[@]}") tb=$(median "${b[@]}")
+}
+scenario_wire() {
+	echo "bench: against the wire (2 GiB, bare sink)"
+	wire "$sink_url"
 	ratio=$(calc "$tb / $ta")
-	row "wire: cp + wait 2 GiB" "$(mbps "$large_size" "$ta")" \
+	row "wire: cp + wait 2 GiB, bare sink" "$(mbps "$large_size" "$ta")" \
 		"curl -T $(mbps "$large_size" "$tb")" "$(fmt %.2f "$ratio")" \
 		">= 0.5" "$(verdict "$ratio" '>=' 0.5)"
+	echo "bench: against the wire (2 GiB, discarded)"
+	wire "$discard_url"
+	row "  the same, @tus/server discard" "$(mbps "$large_size" "$ta")" \
+		"curl -T $(mbps "$large_size" "$tb")" "$(fmt %.2f "$tb / $ta")" "" ""
 }
 
 copy_many() { cp -r "$data/many" "$mnt/" && upload_wait "$mnt"; }

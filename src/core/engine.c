@@ -503,8 +503,13 @@ struct counted_source {
 static ssize_t counted_read(void *arg, char *buf, size_t n, uint64_t off)
 {
 	struct counted_source *src = arg;
-	ssize_t r = tus_http_fd_read(&src->fd, buf, n, off);
+	ssize_t r;
 
+	/* Canceled: what the spool holds may no longer be this upload's
+	 * (O_TRUNC), and the transport may ask before it notices. */
+	if (atomic_load(&src->n->up.cancel))
+		return -ECANCELED;
+	r = tus_http_fd_read(&src->fd, buf, n, off);
 	if (r > 0) {
 		throttle(src->e, (size_t)r, &src->n->up.cancel);
 		atomic_store(&src->n->up.wire, off + (uint64_t)r);
@@ -1051,6 +1056,11 @@ int engine_new_upload(struct engine *e, struct node *n)
 		n->up.restart = true;
 		n->up.new_generation = true;
 	}
+	/* A request in flight reads the spool, which holds the new version
+	 * from now on: stop it, or the old upload could complete with bytes
+	 * of both (restart() clears the flag). */
+	if (n->up.active)
+		atomic_store(&n->up.cancel, 1);
 	n->up.state = UPLOAD_QUEUED;
 	n->up.err = 0;
 	n->up.sync_target = 0;

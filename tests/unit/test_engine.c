@@ -711,6 +711,80 @@ TEST(unlink_aborts_the_patch_in_flight)
 }
 
 /*
+ * Whether every complete upload the server keeps holds one of the
+ * versions written, whole: nothing else may ever be complete there.
+ */
+static bool only_versions(struct rig *r, const unsigned char *a, size_t alen,
+			  const unsigned char *b, size_t blen)
+{
+	for (int i = 0; i < fake_server_uploads(r->srv); i++) {
+		struct fake_upload_state st;
+
+		if (fake_server_state(r->srv, i, &st) < 0)
+			return false;
+		if (!st.complete || st.deleted)
+			continue;
+		if (!fake_server_holds(r->srv, i, a, alen) &&
+		    !fake_server_holds(r->srv, i, b, blen)) {
+			fprintf(stderr,
+				"  upload %d is complete and holds "
+				"neither version\n",
+				i);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * O_TRUNC (a new generation) while a PATCH of the old one is on the wire,
+ * in the middle of the upload (final false) or carrying its last byte:
+ * the request is aborted, the old upload never completes with bytes of
+ * the new one, and the new one goes up whole.
+ */
+TEST(new_generation_aborts_the_patch_in_flight)
+{
+	for (int final = 1; final >= 0; final--) {
+		struct rig r;
+		size_t alen = 100 * KIB, blen = 150 * KIB;
+		unsigned char *a = pattern(alen, 10), *b = pattern(blen, 11);
+		struct fake_upload_state st;
+		struct fake_logged l;
+		struct node *n;
+		struct file f;
+		int i;
+
+		ASSERT_EQ(rig_up(&r, &one_worker), 0);
+		fake_server_fault(r.srv,
+				  &(struct fake_fault){.method = "PATCH",
+						       .final_only = final,
+						       .store = 8 * KIB,
+						       .action = FAKE_STALL});
+		n = put_file(&r, "a.wav", a, alen);
+		ASSERT(n);
+		ASSERT_EQ(rig_start(&r), 0);
+		ASSERT_EQ(fake_server_wait_stalled(r.srv, WAIT_MS), 0);
+		ASSERT_EQ(file_open(&r, n, true, &f), 0);
+		ASSERT_EQ(file_write(&r, &f, b, blen, 0), 0);
+		file_close(&r, &f);
+		fake_server_release(r.srv);
+		ASSERT(wait_until(&r, n, uploaded));
+		i = next_request(&r, 0, "PATCH", &l);
+		while (i >= 0 && l.rc == 0)
+			i = next_request(&r, i + 1, "PATCH", &l);
+		ASSERT(only_versions(&r, a, alen, b, blen));
+		ASSERT(i >= 0);
+		ASSERT_EQ(l.rc, -ECANCELED);
+		ASSERT_EQ(fake_server_state(r.srv, 0, &st), 0);
+		ASSERT(st.deleted);
+		ASSERT(fake_server_holds(r.srv, upload_of(&r, n), b, blen));
+		rig_down(&r);
+		free(a);
+		free(b);
+	}
+}
+
+/*
  * A rewrite of sent bytes while the PATCH carrying the last byte is on
  * the wire: whatever that request completed is terminated, and the file
  * goes up again, whole, under a new taskId.

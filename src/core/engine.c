@@ -487,8 +487,13 @@ struct counted_source {
 static ssize_t counted_read(void *arg, char *buf, size_t n, uint64_t off)
 {
 	struct counted_source *src = arg;
-	ssize_t r = tus_http_fd_read(&src->fd, buf, n, off);
+	ssize_t r;
 
+	/* Canceled: what the spool holds may no longer be this upload's
+	 * (O_TRUNC), and the transport may ask before it notices. */
+	if (atomic_load(&src->n->up.cancel))
+		return -ECANCELED;
+	r = tus_http_fd_read(&src->fd, buf, n, off);
 	if (r > 0) {
 		throttle(src->e, (size_t)r, &src->n->up.cancel);
 		atomic_store(&src->n->up.wire, off + (uint64_t)r);

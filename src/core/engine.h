@@ -87,8 +87,8 @@ void engine_renamed(struct engine *e, struct node *n);
 
 /*
  * Starts a new upload generation for n (first write, O_TRUNC): a fresh
- * taskId and, when an earlier upload exists, a restart. Catalog lock held.
- * 0 or -errno.
+ * taskId and, when an earlier upload exists, a restart; a request in
+ * flight for the old one is aborted. Catalog lock held. 0 or -errno.
  */
 int engine_new_upload(struct engine *e, struct node *n) WARN_UNUSED;
 

@@ -62,6 +62,11 @@ int upload_new_generation(struct upload *up)
 		up->restart = true;
 		up->new_generation = true;
 	}
+	/* A request in flight reads the spool, which holds the new version
+	 * from now on: stop it, or the old upload could complete with bytes
+	 * of both (the engine's restart clears the flag). */
+	if (up->active)
+		atomic_store(&up->cancel, 1);
 	up->state = UPLOAD_QUEUED;
 	up->err = 0;
 	up->sync_target = 0;

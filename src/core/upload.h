@@ -15,9 +15,10 @@
  *   bytes rewritten, or the file cut,  restart (UPLOADED refuses both with
  *     below sent_mark                  EPERM: a finished upload is immutable)
  *   any content change                 the fingerprint is void
- *   new generation: create, O_TRUNC,   QUEUED, a new taskId, no error; a
- *     truncate to 0, a changed spool   copy on the server is replaced, or
- *     found at mount                   kept if complete
+ *   new generation: create, O_TRUNC,   QUEUED, a new taskId, no error; the
+ *     truncate to 0, a changed spool   request in flight is aborted; a copy
+ *     found at mount                   on the server is replaced, or kept
+ *                                      if complete
  *   a rewrite found by a worker        a new taskId (upload_new_task)
  *   request outcomes                   engine.c's table: UPLOADING, RETRYING,
  *                                      UPLOADED, FAILED or restart
@@ -171,9 +172,10 @@ void upload_truncated(struct upload *up, uint64_t size);
 /*
  * A new version of the file (O_TRUNC, a first write, a crash that kept a
  * changed spool): a fresh taskId, no fingerprint, no error, no retry
- * pending, and, when the server has an earlier upload, a restart that
- * keeps that one if it is complete. 0, or -errno when no taskId could be
- * made (the rest is done, and the upload goes without one).
+ * pending, the request in flight aborted, and, when the server has an
+ * earlier upload, a restart that keeps that one if it is complete. 0, or -errno
+ * when no taskId could be made (the rest is done, and the upload goes without
+ * one).
  */
 int upload_new_generation(struct upload *up);
 

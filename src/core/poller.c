@@ -22,6 +22,7 @@
  * poll is tried again later; nothing is ever guessed from a bad answer.
  */
 #include "tusfs_setup.h"
+#include "core/poller_int.h"
 #include "core/poller.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -38,57 +39,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define THREADS	       2 /* polls in flight at most */
-#define FIRST_INTERVAL 1000
-#define MAX_INTERVAL   30000
-#define WATCH_INTERVAL 1000
-#define MAX_URL	       4096
-#define PROGRESS_BODY  (64 * 1024)
-
-/* A task to delete (-o delete_remote), waiting for a thread. */
-struct doomed {
-	struct doomed *next;
-	char id[META_UUID_LEN + 1];
-};
-
-struct poller {
-	struct catalog *cat;
-	struct journal *journal;
-	char *task_url, *progress_url;
-	bool transcripts;
-	long task_timeout_s;
-	size_t max_task_json;
-	struct transport_factory transport;
-	int dirfd; /* STATE/transcripts */
-	pthread_t threads[THREADS];
-	struct tus_http *conns[THREADS];
-	unsigned started;
-	pthread_cond_t cv; /* threads wait here for due polls */
-	struct node *head; /* pending tasks, protected by catalog lock */
-	bool running;	   /* protected by catalog lock */
-	bool delete_remote;
-	struct doomed *doomed; /* protected by catalog lock */
-	atomic_int abort_all;
-};
-
-/* What one poll found, gathered without the lock. */
-enum poll_kind {
-	POLL_ERROR,	 /* message says what went wrong; try again */
-	POLL_NOT_FOUND,	 /* 404: no task (yet) */
-	POLL_PROCESSING, /* stage and percent, when the progress route said */
-	POLL_COMPLETED,	 /* the transcripts are in the temporaries */
-	POLL_FAILED,	 /* message is the server's reason */
-};
-
-struct poll_outcome {
-	enum poll_kind kind;
-	bool have_progress; /* stage and percent are news */
-	char stage[32];
-	int percent;
-	char *message;
-	uint64_t sizes[RENDER_FORMATS];
-};
-
 static pthread_mutex_t *mutex(struct poller *p)
 {
 	return catalog_mutex(p->cat);
@@ -100,98 +50,11 @@ static void set_str(char **dst, const char *s)
 	*dst = s ? strdup(s) : NULL;
 }
 
-/* ---------------------------------------------------------------------- */
-/* The transcript store */
-
-static void file_name(const struct node *n, enum render_format f, bool tmp,
-		      char *buf, size_t size)
-{
-	snprintf(buf, size, "%" PRIu64 ".%s%s", n->ino, render_suffix(f),
-		 tmp ? ".new" : "");
-}
-
-static void remove_files(struct poller *p, const struct node *n, bool tmp)
-{
-	for (int f = 0; f < RENDER_FORMATS; f++) {
-		char name[64];
-
-		file_name(n, (enum render_format)f, tmp, name, sizeof(name));
-		unlinkat(p->dirfd, name, 0);
-	}
-}
-
-int poller_open_transcript(struct poller *p, const struct node *n,
-			   enum render_format f)
-{
-	char name[64];
-	int fd;
-
-	file_name(n, f, false, name, sizeof(name));
-	fd = openat(p->dirfd, name, O_RDONLY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
-}
-
 void poller_forget(struct poller *p, const struct node *n)
 {
 	if (n->tr.state == TR_COMPLETED)
-		remove_files(p, n, false);
+		poller_remove_files(p, n, false);
 }
-
-/* Renders r in every format into the temporaries of n, synced. */
-static int store(struct poller *p, const struct node *n,
-		 const struct task_result *r, uint64_t *sizes)
-{
-	int rc = 0;
-
-	for (int f = 0; f < RENDER_FORMATS && rc == 0; f++) {
-		char name[64], *buf = NULL;
-		size_t len = 0;
-		int fd;
-
-		file_name(n, (enum render_format)f, true, name, sizeof(name));
-		rc = render_transcript(&r->transcript, (enum render_format)f,
-				       &buf, &len);
-		if (rc < 0)
-			break;
-		fd = openat(p->dirfd, name,
-			    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (fd < 0) {
-			rc = -errno;
-		} else {
-			rc = spool_pwrite(fd, buf, len, 0);
-			if (rc == 0 && fdatasync(fd) < 0)
-				rc = -errno;
-			close(fd);
-		}
-		sizes[f] = len;
-		free(buf);
-	}
-	if (rc < 0)
-		remove_files(p, n, true);
-	return rc;
-}
-
-/* Moves the temporaries into place. Lock held (see DESIGN). */
-static int install(struct poller *p, const struct node *n)
-{
-	for (int f = 0; f < RENDER_FORMATS; f++) {
-		char tmp[64], name[64];
-
-		file_name(n, (enum render_format)f, true, tmp, sizeof(tmp));
-		file_name(n, (enum render_format)f, false, name, sizeof(name));
-		if (renameat(p->dirfd, tmp, p->dirfd, name) < 0) {
-			int rc = -errno;
-
-			remove_files(p, n, true);
-			remove_files(p, n, false);
-			return rc;
-		}
-	}
-	return 0;
-}
-
-/* ---------------------------------------------------------------------- */
-/* One poll, without the lock */
 
 /* Writes template with every "{id}" replaced by id. */
 static int expand(const char *template, const char *id, char *out, size_t size)
@@ -341,7 +204,7 @@ static void poll_once(struct poller *p, struct tus_http *h,
 			 r.error ? r.error : "the server gave no reason");
 		break;
 	case TASK_COMPLETED:
-		rc = store(p, n, &r, out->sizes);
+		rc = poller_store(p, n, &r, out->sizes);
 		if (rc < 0)
 			snprintf(message, sizeof(message),
 				 "cannot store the transcript: %s",
@@ -356,9 +219,6 @@ out:
 	if (message[0])
 		out->message = strdup(message);
 }
-
-/* ---------------------------------------------------------------------- */
-/* Scheduling, under the lock */
 
 static void list_add(struct poller *p, struct node *n)
 {
@@ -483,7 +343,7 @@ static bool apply(struct poller *p, struct node *n, struct poll_outcome *out)
 		tr->percent = out->percent;
 		break;
 	case POLL_COMPLETED:
-		rc = install(p, n);
+		rc = poller_install(p, n);
 		if (rc < 0) {
 			char msg[128];
 
@@ -595,7 +455,7 @@ static void *poller_main(void *arg)
 				journal_mark(p->journal, n);
 			}
 		} else if (out.kind == POLL_COMPLETED) {
-			remove_files(p, n, true);
+			poller_remove_files(p, n, true);
 		}
 		free(out.message);
 		catalog_put(p->cat, n);
@@ -603,9 +463,6 @@ static void *poller_main(void *arg)
 	pthread_mutex_unlock(mutex(p));
 	return NULL;
 }
-
-/* ---------------------------------------------------------------------- */
-/* Hooks */
 
 bool poller_transcripts(const struct poller *p)
 {
@@ -687,28 +544,13 @@ void poller_watch(struct poller *p, struct node *n)
 	}
 }
 
-/* Whether every transcript of a completed n is in the store. */
-static bool stored(struct poller *p, const struct node *n)
-{
-	for (int f = 0; f < RENDER_FORMATS; f++) {
-		char name[64];
-		struct stat st;
-
-		file_name(n, (enum render_format)f, false, name, sizeof(name));
-		if (fstatat(p->dirfd, name, &st, 0) < 0 ||
-		    (uint64_t)st.st_size != n->tr.sizes[f])
-			return false;
-	}
-	return true;
-}
-
 static void resume_file(struct node *n, void *arg)
 {
 	struct poller *p = arg;
 
 	if (n->up.state != UPLOAD_UPLOADED)
 		return;
-	if (n->tr.state == TR_COMPLETED && !stored(p, n)) {
+	if (n->tr.state == TR_COMPLETED && !poller_stored(p, n)) {
 		log_warn("'%s': stored transcripts are missing; fetching them "
 			 "again",
 			 n->name);
@@ -723,86 +565,13 @@ static void resume_file(struct node *n, void *arg)
 	}
 }
 
-/* The inodes of completed files, to keep their transcripts. */
-struct inos {
-	uint64_t *v;
-	size_t count, cap;
-	bool failed;
-};
-
-static void collect(struct node *n, void *arg)
-{
-	struct inos *in = arg;
-
-	if (in->failed || n->tr.state != TR_COMPLETED)
-		return;
-	if (in->count == in->cap) {
-		size_t cap = in->cap ? in->cap * 2 : 64;
-		uint64_t *v = realloc(in->v, cap * sizeof(*v));
-
-		if (!v) {
-			in->failed = true;
-			return;
-		}
-		in->v = v;
-		in->cap = cap;
-	}
-	in->v[in->count++] = n->ino;
-}
-
-static int cmp_ino(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Removes transcript files that no completed entry owns. */
-static void sweep(struct poller *p)
-{
-	struct inos keep = {0};
-	int fd;
-	DIR *d;
-	const struct dirent *de;
-
-	catalog_each_file(catalog_root(p->cat), collect, &keep);
-	/* Without the list, removing nothing is the safe way to fail. */
-	fd = keep.failed ? -1 : dup(p->dirfd);
-	d = fd < 0 ? NULL : fdopendir(fd);
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		free(keep.v);
-		return;
-	}
-	if (keep.count)
-		qsort(keep.v, keep.count, sizeof(*keep.v), cmp_ino);
-	while ((de = readdir(d))) {
-		char *end;
-		uint64_t ino = strtoull(de->d_name, &end, 10);
-
-		if (de->d_name[0] == '.')
-			continue;
-		if (end == de->d_name || *end != '.' || strstr(end, ".new") ||
-		    !keep.count ||
-		    !bsearch(&ino, keep.v, keep.count, sizeof(*keep.v),
-			     cmp_ino))
-			unlinkat(p->dirfd, de->d_name, 0);
-	}
-	closedir(d);
-	free(keep.v);
-}
-
 void poller_resume(struct poller *p)
 {
 	pthread_mutex_lock(mutex(p));
-	sweep(p);
+	poller_sweep(p);
 	catalog_each_file(catalog_root(p->cat), resume_file, p);
 	pthread_mutex_unlock(mutex(p));
 }
-
-/* ---------------------------------------------------------------------- */
-/* Life cycle */
 
 struct poller *poller_create(const struct poller_config *cfg,
 			     struct catalog *cat, int *err)

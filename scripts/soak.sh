@@ -34,7 +34,7 @@ runs=0 seeds_ok=0 seeds_bad=0 seeds_cut=0 total_ops=0 failures=""
 chunks=(4K 64K 256K)
 # A 4 KiB chunk sends a 4 MiB file in 1 024 PATCHes: smaller files there.
 declare -A max_size=([4K]=256K [64K]=2M [256K]=4M)
-mixes=("--profile single --fsync-every --check-fsync" "--profile tree"
+mixes=("--profile single --fsync-every --check-fsync" "--profile tree --pause"
 	"--profile tree --fsync-every --check-fsync"
 	"--profile tree --remount-at $((ops / 3)) --remount-at $((ops * 2 / 3))")
 faults=("" "--fail-share 0.1" "--profile tuspyserver")

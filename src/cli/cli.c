@@ -37,3 +37,21 @@ bool cli_is_mount(const char *cmd, const char *mnt)
 		strerror(errno));
 	return false;
 }
+
+bool cli_mount_arg(const char *arg, const char **mnt)
+{
+	if (*mnt || arg[0] == '-')
+		return false;
+	*mnt = arg;
+	return true;
+}
+
+const char *cli_mount_given(const char *cmd, const char *mnt,
+			    void (*usage)(void))
+{
+	if (!mnt) {
+		usage();
+		return NULL;
+	}
+	return cli_is_mount(cmd, mnt) ? mnt : NULL;
+}

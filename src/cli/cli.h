@@ -30,6 +30,15 @@ size_t cli_prefix(const char *mnt);
 /* Whether mnt is a tusfs mount; if not, says so on stderr as cmd. */
 bool cli_is_mount(const char *cmd, const char *mnt);
 
+/* Takes arg as the MOUNTPOINT argument when none was given yet and it is
+ * not an option; false otherwise. */
+bool cli_mount_arg(const char *arg, const char **mnt);
+
+/* After the arguments: mnt when a mountpoint was given (else usage() runs)
+ * and it is a tusfs mount; NULL otherwise. */
+const char *cli_mount_given(const char *cmd, const char *mnt,
+			    void (*usage)(void));
+
 /* argv[0] is "wait". Returns an enum cli_exit. */
 int wait_main(int argc, char *argv[]);
 

@@ -292,18 +292,13 @@ int status_main(int argc, char *argv[])
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
 			json = true;
-		} else if (!mnt && argv[i][0] != '-') {
-			mnt = argv[i];
-		} else {
+		} else if (!cli_mount_arg(argv[i], &mnt)) {
 			usage();
 			return CLI_USAGE;
 		}
 	}
-	if (!mnt) {
-		usage();
-		return CLI_USAGE;
-	}
-	if (!cli_is_mount("status", mnt))
+	mnt = cli_mount_given("status", mnt, usage);
+	if (!mnt)
 		return CLI_USAGE;
 	rows.prefix = cli_prefix(mnt);
 	if (nftw(mnt, visit, 16, FTW_PHYS | FTW_MOUNT) != 0 || rows.oom) {

@@ -109,18 +109,13 @@ int wait_main(int argc, char *argv[])
 			}
 		} else if (strcmp(argv[i], "--transcripts") == 0) {
 			tally.transcripts = true;
-		} else if (!mnt && argv[i][0] != '-') {
-			mnt = argv[i];
-		} else {
+		} else if (!cli_mount_arg(argv[i], &mnt)) {
 			usage();
 			return CLI_USAGE;
 		}
 	}
-	if (!mnt) {
-		usage();
-		return CLI_USAGE;
-	}
-	if (!cli_is_mount("wait", mnt))
+	mnt = cli_mount_given("wait", mnt, usage);
+	if (!mnt)
 		return CLI_USAGE;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (;;) {

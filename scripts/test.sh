@@ -98,7 +98,7 @@ stress "4K, fsync each op" --count 3 --ops 300 --chunk 4K \
 	--max-size 262144 --fsync-every --check-fsync --check-nlink
 stress "64K, fsync each op" --count 3 --ops 400 --chunk 64K \
 	--fsync-every --check-fsync --check-nlink
-stress "pause and resume, fsync each op" --count 2 --ops 400 --chunk 64K \
+stress "pause and resume, fsync each op" --count 2 --ops 300 --chunk 64K \
 	--pause --fsync-every --check-fsync --check-nlink
 stress "256K, one file, fsync each op" --count 3 --ops 400 \
 	--profile single --fsync-every --check-fsync

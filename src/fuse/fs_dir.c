@@ -184,8 +184,9 @@ int tfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		const struct dir_entry *e = &d->v[i];
 		const char *n;
 
-		/* Gone since the listing was taken: not listed. */
-		if (e->n->unlinked ||
+		/* Gone since the listing was taken, or moved to another
+		 * folder: not listed here. */
+		if (e->n->unlinked || e->n->parent != d->dir ||
 		    (e->sidecar >= 0 &&
 		     !fs_sidecar_visible(t, e->n, e->sidecar)))
 			continue;

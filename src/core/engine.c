@@ -43,11 +43,6 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-pthread_mutex_t *engine_mutex(struct engine *e)
-{
-	return catalog_mutex(e->cat);
-}
-
 static void enqueue(struct engine *e, struct node *n)
 {
 	catalog_get(n);
@@ -187,7 +182,7 @@ static bool needs_driving(const struct engine *e, const struct node *n)
 	    n->up.state == UPLOAD_UPLOADED)
 		return false;
 	if (n->writers == 0)
-		return n->size > 0 && !engine_upload_complete(n);
+		return n->size > 0 && !upload_complete(&n->up);
 	return engine_can_sync_open(e) && n->up.sync_target > n->up.offset &&
 	       n->size > n->up.offset;
 }

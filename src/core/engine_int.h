@@ -74,13 +74,15 @@ enum step_result {
 	STEP_LATER,    /* retry at up.not_before */
 };
 
+static inline pthread_mutex_t *engine_mutex(struct engine *e)
+{
+	return catalog_mutex(e->cat);
+}
+
 /* Defined in one of the files, called from another. */
-pthread_mutex_t *engine_mutex(struct engine *e);
 void engine_cache_drop(struct engine *e, struct node *n);
 void engine_cache_add(struct engine *e, struct node *n);
 void engine_set_message(struct node *n, const char *msg);
-bool engine_upload_complete(const struct node *n);
-enum step_result engine_restart(struct worker *w, struct node *n);
 enum step_result engine_process(struct worker *w, struct node *n);
 void engine_throttle(struct engine *e, size_t len, const atomic_int *cancel);
 

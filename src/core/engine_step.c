@@ -126,12 +126,6 @@ static enum step_result taken(struct engine *e, struct node *n, const char *why)
 	return STEP_CONTINUE;
 }
 
-bool engine_upload_complete(const struct node *n)
-{
-	return n->up.url && n->up.declared_length != TUS_LENGTH_UNKNOWN &&
-	       n->up.offset == (uint64_t)n->up.declared_length;
-}
-
 /*
  * Terminates n's upload on the server, lock dropped around the DELETE. A
  * completed upload is left alone unless even_complete: its task belongs to
@@ -145,7 +139,7 @@ static enum step_result drop_remote(struct worker *w, struct node *n,
 	enum tus_outcome o;
 	char *url;
 
-	if (!n->up.url || (engine_upload_complete(n) && !even_complete) ||
+	if (!n->up.url || (upload_complete(&n->up) && !even_complete) ||
 	    !(e->server.extensions & TUS_EXT_TERMINATION)) {
 		forget_upload(e, n);
 		return STEP_CONTINUE;
@@ -175,7 +169,7 @@ static enum step_result drop_remote(struct worker *w, struct node *n,
  * the earlier, complete version on the server; a rewrite of sent bytes
  * deletes it, and the new upload gets a new taskId either way.
  */
-enum step_result engine_restart(struct worker *w, struct node *n)
+static enum step_result restart(struct worker *w, struct node *n)
 {
 	bool rewrite = !n->up.new_generation;
 	enum step_result r = drop_remote(w, n, rewrite);
@@ -235,7 +229,7 @@ static enum step_result resync(struct worker *w, struct node *n)
 			  (unsigned long long)offset);
 		/* A refusal of the last byte that did not even store it. */
 		if (n->up.final_answer == FINAL_REFUSED &&
-		    !engine_upload_complete(n)) {
+		    !upload_complete(&n->up)) {
 			fail_upload(e, n, n->up.message);
 			return STEP_IDLE;
 		}
@@ -640,21 +634,21 @@ enum step_result engine_process(struct worker *w, struct node *n)
 			return r == STEP_LATER ? r : STEP_IDLE;
 		}
 		/* Paused: nothing goes, not even a restart's DELETE. */
-		if (n->paused && !engine_upload_complete(n))
+		if (n->paused && !upload_complete(&n->up))
 			return STEP_IDLE;
 		if (n->up.restart) {
-			r = engine_restart(w, n);
+			r = restart(w, n);
 			continue;
 		}
 		if (n->up.state == UPLOAD_FAILED)
 			return STEP_IDLE;
-		if (n->up.hold && !engine_upload_complete(n)) {
+		if (n->up.hold && !upload_complete(&n->up)) {
 			n->up.state = UPLOAD_QUEUED;
 			return STEP_IDLE;
 		}
 		if (n->up.verify ||
 		    (n->writers == 0 && n->size > 0 &&
-		     !engine_upload_complete(n) && !n->up.fp_valid)) {
+		     !upload_complete(&n->up) && !n->up.fp_valid)) {
 			r = fingerprint(w, n);
 			continue;
 		}

@@ -13,6 +13,12 @@ void upload_init(struct upload *up)
 	up->rate = -1;
 }
 
+bool upload_complete(const struct upload *up)
+{
+	return up->url && up->declared_length != TUS_LENGTH_UNKNOWN &&
+	       up->offset == (uint64_t)up->declared_length;
+}
+
 bool upload_overtaken(struct upload *up, uint64_t off)
 {
 	if (off >= up->sent_mark || up->restart)

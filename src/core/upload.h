@@ -150,6 +150,10 @@ struct upload {
 /* A new upload's fields: nothing sent, no length declared. */
 void upload_init(struct upload *up);
 
+/* The server has the whole upload: its length is declared and every byte
+ * confirmed. */
+bool upload_complete(const struct upload *up);
+
 /*
  * The file's bytes from off on are about to change. Bytes the server may
  * hold (below sent_mark) make the upload restart; a fingerprint is void;

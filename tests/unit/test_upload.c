@@ -22,6 +22,21 @@ TEST(init_declares_nothing)
 
 	ASSERT_EQ(up.declared_length, TUS_LENGTH_UNKNOWN);
 	ASSERT_EQ(up.state, UPLOAD_QUEUED);
+	ASSERT(!upload_complete(&up));
+}
+
+TEST(complete_once_the_declared_length_is_confirmed)
+{
+	struct upload up = sent(0);
+	char url[] = "http://127.0.0.1/files/1";
+
+	up.url = url;
+	up.offset = 10;
+	ASSERT(!upload_complete(&up));
+	up.declared_length = 11;
+	ASSERT(!upload_complete(&up));
+	up.offset = 11;
+	ASSERT(upload_complete(&up));
 }
 
 TEST(change_past_sent_bytes_keeps_the_upload)

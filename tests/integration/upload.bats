@@ -68,7 +68,10 @@ teardown() {
 
 @test "50 files copied with xargs -P 8 all arrive intact" {
 	backend_start
-	tusfs_mount chunk_size=256K
+	# Transcripts off: a random file passes the backend's MP3 check 1 time
+	# in 2 048 (0xFF, then 3 set bits), and its four transcripts would
+	# count as entries.
+	tusfs_mount chunk_size=256K,transcripts=off
 	mkdir "$T/src"
 	for i in $(seq 50); do
 		head -c $(((i * 7919) % 900000 + 1)) /dev/urandom >"$T/src/memo$i.m4a"

@@ -27,36 +27,6 @@ mktree() {
 	touch -d "2024-05-06 07:08:09" "$1/2026/jan/interview.wav"
 }
 
-# assert_tree SRC: every file under SRC is on the server exactly once,
-# complete, with its bytes, its name and (in a subfolder) its
-# relativePath; and nothing else is. The server is read once: a batch of
-# 500 files would otherwise hash the whole store 500 times.
-assert_tree() {
-	local stored
-	stored=$(inspect) || return 1
-	(cd "$1" && find . -type f -printf '%P\0' | xargs -0 -r sha256sum) |
-		STORED=$stored awk -F'\t' '
-		BEGIN {
-			n = split(ENVIRON["STORED"], lines, "\n")
-			for (i = 1; i <= n; i++) {
-				split(lines[i], f, "\t")
-				if (f[2] == f[3])
-					have[f[5] "\t" f[8] "\t" f[4]]++
-			}
-		}
-		{
-			h = substr($0, 1, 64); rel = substr($0, 67)
-			name = rel; sub(/.*\//, "", name)
-			key = name "\t" (rel ~ /\// ? rel : "-") "\t" h
-			if (have[key] != 1) { print "not stored once: " rel; bad = 1 }
-			files++
-		}
-		END {
-			if (n != files) { print "extra uploads: " n " on the server, " files " here"; bad = 1 }
-			exit bad
-		}' || { echo "$stored"; return 1; }
-}
-
 # same_attrs SRC: modes and mtimes in the mount match SRC's.
 same_attrs() {
 	local rel

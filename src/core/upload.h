@@ -2,9 +2,9 @@
  * A file's upload: where it stands, what the server holds, and every
  * transition between states that is not a request. fs.c, the journal and
  * the engine change an upload through these transitions; only the engine's
- * request outcomes (engine.c) write the rest, and the engine's queue, the
- * cache's LRU and the journal keep their links here only because a node
- * is on each at most once.
+ * request outcomes (engine.c) write the rest. The engine's queue and its
+ * completed-spool cache keep their links here, embedded because a file is
+ * on each at most once (docs/ARCHITECTURE.md, decisions).
  *
  * Events, and what each does to an upload in any state (the states are
  * enum upload_state's):

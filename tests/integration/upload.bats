@@ -82,6 +82,35 @@ teardown() {
 	[ "$(entries | wc -l)" -eq 50 ]
 }
 
+@test "a write-only handle writes past the page cache; readers already open see every write" {
+	backend_start
+	# libfuse's debug lines show the requests the kernel sent.
+	tusfs_mount debug,transcripts=off
+	head -c 8388608 /dev/urandom >"$T/a.wav"
+	cp "$T/a.wav" "$MNT/a.wav"
+	"$TUSFS_BIN" wait "$MNT" --timeout 60
+	assert_stored a.wav "$T/a.wav"
+	# cp opens its copy write-only, so its writes came straight from its
+	# buffer: none of them was preceded by the security.capability lookup
+	# the kernel makes before a write through its page cache.
+	[ "$(grep -c '^write\[[0-9]*\] [0-9]* bytes to' "$DLOG")" -ge 8 ]
+	! grep -q '^getxattr /a.wav security.capability' "$DLOG" || false
+	# A reader holding cached pages, by read and by a shared mapping, sees
+	# each write of a write-only handle at once.
+	python3 - "$MNT/b.wav.part" <<-'PY'
+		import mmap, os, sys
+		fdw = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+		os.pwrite(fdw, b"A" * 65536, 0)
+		fdr = os.open(sys.argv[1], os.O_RDONLY)
+		m = mmap.mmap(fdr, 65536, mmap.MAP_SHARED, mmap.PROT_READ)
+		assert os.pread(fdr, 65536, 0) == m[:] == b"A" * 65536
+		os.pwrite(fdw, b"B" * 4096, 8192)
+		want = b"A" * 8192 + b"B" * 4096 + b"A" * (65536 - 12288)
+		assert os.pread(fdr, 65536, 0) == want, "read() saw stale bytes"
+		assert m[:] == want, "the mapping saw stale bytes"
+	PY
+}
+
 @test "metadata carries filename, filetype and a UUID v4 taskId" {
 	backend_start
 	tusfs_mount language=lv

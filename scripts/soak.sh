@@ -35,7 +35,7 @@ chunks=(4K 64K 256K)
 # A 4 KiB chunk sends a 4 MiB file in 1 024 PATCHes: smaller files there.
 declare -A max_size=([4K]=256K [64K]=2M [256K]=4M)
 mixes=("--profile single --fsync-every --check-fsync" "--profile tree --pause"
-	"--profile tree --fsync-every --check-fsync"
+	"--profile tree --fsync-every --check-fsync --mmap"
 	"--profile tree --remount-at $((ops / 3)) --remount-at $((ops * 2 / 3))")
 faults=("" "--fail-share 0.1" "--profile tuspyserver")
 log=$(mktemp "${TMPDIR:-/tmp}/tusfs-soak.XXXXXX")

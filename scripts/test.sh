@@ -97,8 +97,8 @@ stress() { # name run.sh options...
 }
 stress "fsync after a shrink" --scenario fsync-after-shrink
 stress "fsync of a file sealed empty" --scenario fsync-after-empty
-stress "4K, fsync each op" --count 3 --ops 300 --chunk 4K \
-	--max-size 262144 --fsync-every --check-fsync --check-nlink
+stress "4K, fsync each op, mapped reads" --count 3 --ops 300 --chunk 4K \
+	--max-size 262144 --fsync-every --check-fsync --check-nlink --mmap
 stress "64K, fsync each op" --count 3 --ops 400 --chunk 64K \
 	--fsync-every --check-fsync --check-nlink
 stress "pause and resume, fsync each op" --count 2 --ops 300 --chunk 64K \

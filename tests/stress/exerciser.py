@@ -45,6 +45,7 @@ import errno
 import fnmatch
 import hashlib
 import json
+import mmap
 import os
 import random
 import shutil
@@ -128,6 +129,12 @@ class Handle:
         self.writable = writable    # counts as a writer in tusfs
         self.immutable = immutable  # opened for write on a complete upload
         self.readable = readable
+        self.map = None             # op_mapread's shared mapping of tfd
+
+    def unmap(self):
+        if self.map is not None:
+            self.map.close()
+            self.map = None
 
 
 class Exerciser:
@@ -395,6 +402,7 @@ class Exerciser:
         if not h:
             return
         self.log("close h%d" % h.id)
+        h.unmap()
         m = self.guarded("close h%d" % h.id, os.close, h.tfd)
         d = res(os.close, h.mfd)
         self.handles.remove(h)
@@ -460,6 +468,39 @@ class Exerciser:
             self.fail("fstat h%d: %s, model size 0x%x" %
                       (h.id, ename(m) if m[0] == "err" else
                        "size 0x%x" % m[1].st_size, size))
+
+    def op_mapread(self):
+        """Reads a readable handle through a shared mapping that stays
+        until the handle closes, so the writes of other handles since the
+        last look must show in it (write-only handles write past the page
+        cache)."""
+        hs = [h for h in self.handles if h.readable and h.f.path]
+        if not hs:
+            return self.op_read()
+        h = self.pick(hs)
+        size = os.fstat(h.mfd).st_size
+        m = self.guarded("fstat h%d" % h.id, os.fstat, h.tfd)
+        if m[0] == "err" or m[1].st_size != size:
+            return self.fail("fstat h%d: %s, model size 0x%x" %
+                             (h.id, ename(m) if m[0] == "err" else
+                              "size 0x%x" % m[1].st_size, size))
+        if size == 0:
+            return
+        if h.map is None or len(h.map) < size:
+            self.log("map h%d 0x%x bytes" % (h.id, size))
+            h.unmap()
+            m = self.guarded("mmap h%d" % h.id, mmap.mmap, h.tfd, size,
+                             mmap.MAP_SHARED, mmap.PROT_READ)
+            if m[0] == "err":
+                return self.fail("mmap h%d: %s" % (h.id, ename(m)))
+            h.map = m[1]
+        self.log("read h%d through its mapping, 0x%x bytes" % (h.id, size))
+        # Only pages below the end: one past it would be SIGBUS.
+        m = self.guarded("mapped read h%d" % h.id, lambda: h.map[:size])
+        got, want = m[1], os.pread(h.mfd, size, 0)
+        if got != want:
+            at = next(i for i in range(size) if got[i] != want[i])
+            self.fail("mapped read h%d: bytes differ at 0x%x" % (h.id, at))
 
     def op_pathread(self):
         rel = self.pick(self.files)
@@ -729,6 +770,8 @@ class Exerciser:
             raise SystemExit("exerciser: --remount-at needs --remount-cmd")
         self.log("settle %.1f s, kill -9 and remount" % self.a.remount_settle)
         time.sleep(self.a.remount_settle)
+        for h in self.handles:
+            h.unmap()
         self.wd.begin("remount")
         r = subprocess.run(self.a.remount_cmd, shell=True)
         self.wd.end()
@@ -812,6 +855,8 @@ class Exerciser:
             # replay the same ops.
             if self.a.pause:
                 ops.append((self.op_pause, 3))
+            if self.a.mmap:
+                ops.append((self.op_mapread, 4))
         total = sum(w for _, w in ops)
         x = self.rng.randrange(total)
         for fn, w in ops:
@@ -970,6 +1015,8 @@ def main():
                    help="compare the whole tree every N ops (0: never)")
     p.add_argument("--pause", action="store_true",
                    help="also pause and resume files and folders")
+    p.add_argument("--mmap", action="store_true",
+                   help="also read open files through shared mappings")
     p.add_argument("--check-nlink", action="store_true",
                    help="also compare directories' st_nlink")
     p.add_argument("--max-size", type=lambda s: int(s, 0), default=4 * MiB)

@@ -8,7 +8,7 @@
 #
 # usage: tests/stress/run.sh [--seeds "1 2 3" | --count N [--first S]]
 #          [--ops N] [--chunk SIZE] [--profile tree|single] [--fsync-every]
-#          [--check-fsync] [--check-nlink] [--pause] [--files K] [--max-size BYTES]
+#          [--check-fsync] [--check-nlink] [--pause] [--mmap] [--files K] [--max-size BYTES]
 #          [--timeout S] [--mount-opts OPTS] [--scenario NAME] [--remount-at OP]...
 #          [--keep] [--quiet]
 #          [-- server.js options...]
@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
 	--mount-opts) mount_opts=$2; shift ;;
 	--scenario) ex_flags+=(--scenario "$2"); count=1; shift ;;
 	--remount-at) remount_at+=(--remount-at "$2"); shift ;;
-	--fsync-every | --check-fsync | --check-nlink | --pause) ex_flags+=("$1") ;;
+	--fsync-every | --check-fsync | --check-nlink | --pause | --mmap) ex_flags+=("$1") ;;
 	--keep) keep=1 ;;
 	--quiet) quiet=1 ;;
 	--) shift; backend_args=("$@"); break ;;

@@ -497,6 +497,8 @@ class Exerciser:
         self.log("read h%d through its mapping, 0x%x bytes" % (h.id, size))
         # Only pages below the end: one past it would be SIGBUS.
         m = self.guarded("mapped read h%d" % h.id, lambda: h.map[:size])
+        if m[0] == "err":
+            return self.fail("mapped read h%d: %s" % (h.id, ename(m)))
         got, want = m[1], os.pread(h.mfd, size, 0)
         if got != want:
             at = next(i for i in range(size) if got[i] != want[i])

@@ -74,6 +74,12 @@ def res(fn, *args):
         return ("err", e.errno)
 
 
+def differs_at(a, b):
+    """The first offset at which two byte strings differ."""
+    return next((i for i in range(min(len(a), len(b))) if a[i] != b[i]),
+                min(len(a), len(b)))
+
+
 def ename(r):
     if r[0] == "err":
         return errno.errorcode.get(r[1], str(r[1]))
@@ -454,14 +460,17 @@ class Exerciser:
         d = res(os.pread, h.mfd, ln, off)
         self.expect("read h%d" % h.id, m, d)
         if m[0] == "ok" and m[1] != d[1]:
-            at = next(i for i in range(len(m[1])) if m[1][i] != d[1][i]) \
-                if len(m[1]) == len(d[1]) else min(len(m[1]), len(d[1]))
-            self.fail("read h%d: bytes differ at 0x%x" % (h.id, off + at))
-        # fstat: ESTALE on a file unlinked while open (known limit).
+            self.fail("read h%d: bytes differ at 0x%x" %
+                      (h.id, off + differs_at(m[1], d[1])))
+        self.check_fstat(h, size)
+
+    def check_fstat(self, h, size):
+        """fstat of h in the mount gives the model's size, or ESTALE on a
+        file unlinked while open (the known limit: libfuse resolves it by
+        path, which is gone, unless the kernel still has the attributes
+        cached)."""
         m = self.guarded("fstat h%d" % h.id, os.fstat, h.tfd)
         if h.f.path is None and m[0] == "err":
-            # The known limit: libfuse resolves it by path, which is gone
-            # (unless the kernel still has the attributes cached).
             return self.expect("fstat h%d (unlinked)" % h.id, m,
                                ("err", errno.ESTALE))
         if m[0] == "err" or m[1].st_size != size:
@@ -479,11 +488,7 @@ class Exerciser:
             return self.op_read()
         h = self.pick(hs)
         size = os.fstat(h.mfd).st_size
-        m = self.guarded("fstat h%d" % h.id, os.fstat, h.tfd)
-        if m[0] == "err" or m[1].st_size != size:
-            return self.fail("fstat h%d: %s, model size 0x%x" %
-                             (h.id, ename(m) if m[0] == "err" else
-                              "size 0x%x" % m[1].st_size, size))
+        self.check_fstat(h, size)
         if size == 0:
             return
         if h.map is None or len(h.map) < size:
@@ -499,10 +504,10 @@ class Exerciser:
         m = self.guarded("mapped read h%d" % h.id, lambda: h.map[:size])
         if m[0] == "err":
             return self.fail("mapped read h%d: %s" % (h.id, ename(m)))
-        got, want = m[1], os.pread(h.mfd, size, 0)
-        if got != want:
-            at = next(i for i in range(size) if got[i] != want[i])
-            self.fail("mapped read h%d: bytes differ at 0x%x" % (h.id, at))
+        want = os.pread(h.mfd, size, 0)
+        if m[1] != want:
+            self.fail("mapped read h%d: bytes differ at 0x%x" %
+                      (h.id, differs_at(m[1], want)))
 
     def op_pathread(self):
         rel = self.pick(self.files)

@@ -7,7 +7,9 @@
 #ifndef TUSFS_ATTRS_H
 #define TUSFS_ATTRS_H
 
-#define ATTR_PREFIX "user.tusfs."
+/* The one namespace a mount has; the others answer ENOTSUP. */
+#define ATTR_NAMESPACE "user."
+#define ATTR_PREFIX    ATTR_NAMESPACE "tusfs."
 /* Longest value: an error message with its HTTP body excerpt. */
 #define ATTR_MAX (8192 + 64)
 

@@ -175,6 +175,14 @@ static int xattr_value(const struct tusfs *t, const struct node *n, bool root,
 	return len < 0 || (size_t)len >= size ? -ERANGE : len;
 }
 
+/*
+ * Only the user namespace exists here: tusfs keeps no ACLs, security labels
+ * or capabilities. ENOTSUP, not ENODATA, says so for the whole mount, and
+ * `ls -l` remembers it per device, so it asks the first entry for
+ * security.selinux and system.posix_acl_access, not all of them (two round
+ * trips per entry were most of a large listing). ENOSYS would stop the
+ * kernel asking for anything, user.tusfs.* included.
+ */
 int tfs_getxattr(const char *path, const char *name, char *value, size_t size)
 {
 	struct tusfs *t = fs_this();
@@ -182,6 +190,8 @@ int tfs_getxattr(const char *path, const char *name, char *value, size_t size)
 	struct node *n;
 	int rc, k;
 
+	if (strncmp(name, ATTR_NAMESPACE, strlen(ATTR_NAMESPACE)) != 0)
+		return -ENOTSUP;
 	catalog_lock(t->cat);
 	rc = fs_lookup(t, path, &n, &k);
 	if (rc == 0 && k >= 0)

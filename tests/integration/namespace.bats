@@ -197,6 +197,31 @@ teardown() {
 	[ "$(requests POST | wc -l)" -eq 2 ]
 }
 
+@test "only user.* exists: other namespaces answer ENOTSUP once, so ls -l does not ask every entry" {
+	# libfuse's debug lines show the requests the kernel sent.
+	tusfs_mount debug,transcripts=off
+	mkdir "$MNT/many"
+	for i in $(seq 200); do : >"$MNT/many/f$i.wav"; done
+	ls -l "$MNT/many" >"$T/ls"
+	[ "$(wc -l <"$T/ls")" -eq 401 ]
+	# ENODATA for security.selinux and system.posix_acl_access cost two
+	# round trips for each of the 400 entries; ls -l remembers ENOTSUP
+	# for the device after the first.
+	[ "$(grep -c '^getxattr /many/' "$DLOG")" -le 4 ]
+	python3 - "$MNT/many/f1.wav" <<-'PY'
+		import errno, os, sys
+		for name, want in (("system.posix_acl_access", errno.ENOTSUP),
+		                   ("security.selinux", errno.ENOTSUP),
+		                   ("user.other", errno.ENODATA)):
+		    try:
+		        os.getxattr(sys.argv[1], name)
+		        raise SystemExit(name + ": no error")
+		    except OSError as e:
+		        assert e.errno == want, (name, e.errno)
+		assert os.getxattr(sys.argv[1], "user.tusfs.state") == b"empty"
+	PY
+}
+
 @test "chmod, chown to self and utimens are stored and reported; statfs is the spool's" {
 	tusfs_mount
 	echo x >"$MNT/a.wav"

@@ -313,6 +313,19 @@ class Exerciser:
                               (p, ms[1].st_size, ds[1].st_size))
                 if p in self.dirs:
                     self.check_nlink(p, ms[1], ds[1])
+                self.check_namespaces(p)
+
+    def check_namespaces(self, p):
+        """A mount has the user namespace only: the others answer ENOTSUP
+        (so ls -l asks the first entry, not all), and a user name that is
+        not tusfs's ENODATA."""
+        for name, want in (("system.posix_acl_access", errno.ENOTSUP),
+                           ("security.selinux", errno.ENOTSUP),
+                           ("user.other", errno.ENODATA)):
+            got = res(os.getxattr, self.mp(p), name)
+            if got != ("err", want):
+                self.expect("getxattr %s %s" % (p, name), got,
+                            ("err", want))
 
     def check_tree(self):
         for d in sorted(self.dirs):

@@ -2,9 +2,10 @@
  * `tusfs wait MOUNTPOINT [--timeout S] [--transcripts]`: blocks until every
  * upload on a mount is confirmed by the server (and, with --transcripts,
  * every transcription has finished), or reports the ones that failed;
- * files under temporary names are not uploads and do not count. The walk
- * over the user.tusfs.* attributes is repeated every POLL_MS; a mount with
- * thousands of files costs a few milliseconds per walk.
+ * files under temporary names are not uploads and do not count. It polls
+ * the root's user.tusfs.summary every POLL_MS, one request however many
+ * files the mount holds, and walks the files only to name the failed or
+ * pending ones at the end.
  */
 #include "tusfs_setup.h"
 #include "cli/cli.h"
@@ -20,60 +21,115 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POLL_MS 200
+#define POLL_MS 100
 
-/* One walk's findings; nftw offers no argument, hence the static. */
+/* One poll's or walk's findings; nftw offers no argument, hence the static. */
 static struct tally {
-	unsigned pending, failed;
+	unsigned long pending, failed;
 	bool report; /* print failed (and pending) files this walk */
 	bool transcripts;
 	size_t prefix;
 } tally;
 
+enum verdict { WAIT_SKIP, WAIT_DONE, WAIT_PENDING, WAIT_FAILED };
+
+/*
+ * How a file showing state counts, given detail: why it is held, or its
+ * transcription once uploaded ("" if none). *shown is the word to report.
+ * The one rule for both the summary and the walk.
+ */
+static enum verdict judge(const char *state, const char *detail,
+			  const char **shown)
+{
+	*shown = state;
+	/* A temporary name is not an upload (until renamed). */
+	if (strcmp(state, WORD_HELD) == 0 &&
+	    strcmp(detail, WORD_HELD_TEMPORARY) == 0)
+		return WAIT_SKIP;
+	/* Once uploaded, the transcription's state is what counts. */
+	if (tally.transcripts && strcmp(state, WORD_UPLOADED) == 0 &&
+	    detail[0] && strcmp(detail, TR_WORD_COMPLETED) != 0) {
+		if (strcmp(detail, TR_WORD_FAILED) == 0 ||
+		    strcmp(detail, TR_WORD_MISSING) == 0)
+			return WAIT_FAILED;
+		*shown = detail;
+		return WAIT_PENDING;
+	}
+	if (strcmp(state, WORD_FAILED) == 0)
+		return WAIT_FAILED;
+	if (strcmp(state, WORD_UPLOADED) == 0 || strcmp(state, WORD_EMPTY) == 0)
+		return WAIT_DONE;
+	return WAIT_PENDING;
+}
+
+static void count(enum verdict v, unsigned long files)
+{
+	if (v == WAIT_PENDING)
+		tally.pending += files;
+	else if (v == WAIT_FAILED)
+		tally.failed += files;
+}
+
+/* Tallies the mount from the root's summary ("COUNT\tSTATE\tDETAIL\n"
+ * lines). -1 with errno if it cannot be read or makes no sense. */
+static int poll_summary(const char *mnt)
+{
+	char buf[ATTR_MAX];
+	char *line = buf, *next;
+
+	tally.pending = tally.failed = 0;
+	if (cli_attr(mnt, ATTR_PREFIX ATTR_SUMMARY, buf, sizeof(buf)) < 0)
+		return -1;
+	for (; *line; line = next) {
+		char *state, *detail;
+		const char *shown;
+		unsigned long files = strtoul(line, &state, 10);
+
+		next = strchr(line, '\n');
+		if (!next || state == line || *state != '\t' ||
+		    !(detail = strchr(++state, '\t')) || detail > next) {
+			errno = EPROTO;
+			return -1;
+		}
+		*detail++ = '\0';
+		*next++ = '\0';
+		count(judge(state, detail, &shown), files);
+	}
+	return 0;
+}
+
 static int visit(const char *path, const struct stat *st, int type,
 		 struct FTW *ftw)
 {
-	char state[32], err[ATTR_MAX], tr[32], held[32];
+	char state[32], detail[32], err[ATTR_MAX];
 	/* The name as printed: control characters escaped (log_escape). */
 	static char name[PATH_MAX * 4 + 1];
+	const char *shown;
+	enum verdict v;
 
 	(void)st;
 	(void)ftw;
 	if (type != FTW_F ||
 	    cli_attr(path, ATTR_PREFIX ATTR_STATE, state, sizeof(state)) < 0)
 		return 0;
-	/* A temporary name is not an upload (until renamed). */
-	if (strcmp(state, WORD_HELD) == 0 &&
-	    cli_attr(path, ATTR_PREFIX ATTR_HELD, held, sizeof(held)) >= 0 &&
-	    strcmp(held, WORD_HELD_TEMPORARY) == 0)
+	detail[0] = '\0';
+	if (strcmp(state, WORD_HELD) == 0)
+		cli_attr(path, ATTR_PREFIX ATTR_HELD, detail, sizeof(detail));
+	else if (tally.transcripts && strcmp(state, WORD_UPLOADED) == 0)
+		cli_attr(path, ATTR_PREFIX ATTR_TRANSCRIPTION, detail,
+			 sizeof(detail));
+	v = judge(state, detail, &shown);
+	count(v, 1);
+	if (!tally.report || (v != WAIT_PENDING && v != WAIT_FAILED))
 		return 0;
-	/* Once uploaded, the transcription's state is what counts. */
-	if (tally.transcripts && strcmp(state, WORD_UPLOADED) == 0 &&
-	    cli_attr(path, ATTR_PREFIX ATTR_TRANSCRIPTION, tr, sizeof(tr)) >=
-		0 &&
-	    strcmp(tr, TR_WORD_COMPLETED) != 0)
-		snprintf(state, sizeof(state), "%s",
-			 strcmp(tr, TR_WORD_FAILED) == 0 ||
-				 strcmp(tr, TR_WORD_MISSING) == 0
-			     ? "failed"
-			     : tr);
-	if (tally.report)
-		log_escape(path + tally.prefix, name, sizeof(name));
-	if (strcmp(state, WORD_FAILED) == 0) {
-		tally.failed++;
-		if (tally.report) {
-			if (cli_attr(path, ATTR_PREFIX ATTR_ERROR, err,
-				     sizeof(err)) < 0)
-				strcpy(err, "no reason given");
-			fprintf(stderr, "tusfs wait: %s: failed: %s\n", name,
-				err);
-		}
-	} else if (strcmp(state, WORD_UPLOADED) != 0 &&
-		   strcmp(state, WORD_EMPTY) != 0) {
-		tally.pending++;
-		if (tally.report)
-			fprintf(stderr, "tusfs wait: %s: still %s\n", name,
-				state);
+	log_escape(path + tally.prefix, name, sizeof(name));
+	if (v == WAIT_FAILED) {
+		if (cli_attr(path, ATTR_PREFIX ATTR_ERROR, err, sizeof(err)) <
+		    0)
+			strcpy(err, "no reason given");
+		fprintf(stderr, "tusfs wait: %s: failed: %s\n", name, err);
+	} else {
+		fprintf(stderr, "tusfs wait: %s: still %s\n", name, shown);
 	}
 	return 0;
 }
@@ -121,8 +177,8 @@ int wait_main(int argc, char *argv[])
 	for (;;) {
 		double elapsed;
 
-		if (walk(mnt, false) != 0) {
-			fprintf(stderr, "tusfs wait: cannot walk '%s': %s\n",
+		if (poll_summary(mnt) < 0) {
+			fprintf(stderr, "tusfs wait: cannot read '%s': %s\n",
 				mnt, strerror(errno));
 			return CLI_USAGE;
 		}
@@ -138,7 +194,7 @@ int wait_main(int argc, char *argv[])
 		if (timeout >= 0 && elapsed >= timeout) {
 			walk(mnt, true);
 			fprintf(stderr,
-				"tusfs wait: timed out with %u files "
+				"tusfs wait: timed out with %lu files "
 				"pending\n",
 				tally.pending);
 			return CLI_TIMEOUT;

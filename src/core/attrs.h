@@ -22,6 +22,8 @@
 #define ATTR_ERROR	   "error"
 #define ATTR_TRANSCRIPTION "transcription"
 #define ATTR_PAUSED	   "paused"
+/* On folders: per state, how many files below show it (see fs_attr.c). */
+#define ATTR_SUMMARY "summary"
 /* On the root: the version marks a tusfs mount; max_rate is settable. */
 #define ATTR_VERSION  "version"
 #define ATTR_MAX_RATE "max_rate"

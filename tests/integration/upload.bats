@@ -316,6 +316,33 @@ teardown() {
 	[ "$(getfattr --only-values -n user.tusfs.max_rate "$MNT")" = off ]
 }
 
+@test "user.tusfs.summary counts the files below a folder by state; tusfs wait polls it, not every file" {
+	backend_start
+	# libfuse's debug lines show the requests the kernel sent.
+	tusfs_mount debug,transcripts=off
+	: >"$MNT/empty.wav"
+	"$TUSFS_BIN" wait "$MNT" --timeout 10
+	"$TUSFS_BIN" pause "$MNT"
+	mkdir "$MNT/d"
+	for i in $(seq 100); do echo "$i" >"$MNT/d/f$i.wav"; done
+	echo x >"$MNT/take.wav.part"
+	[ "$(getfattr --only-values -n user.tusfs.summary "$MNT/d")" = $'100\tpaused\t' ]
+	[ "$(getfattr --only-values -n user.tusfs.summary "$MNT" | sort)" = \
+		$'1\tempty\t\n1\theld\ttemporary name\n100\tpaused\t' ]
+	run "$TUSFS_BIN" wait "$MNT" --timeout 1
+	[ "$status" -eq 2 ]
+	[ "$(grep -c ': still paused$' <<<"$output")" -eq 100 ]
+	[ "${lines[100]}" = "tusfs wait: timed out with 100 files pending" ]
+	# A second of polls asked the root's summary each time, and each
+	# file once, in the walk that named the pending ones at the end.
+	[ "$(grep -c '^getxattr / user.tusfs.summary ' "$DLOG")" -ge 3 ]
+	[ "$(grep -c '^getxattr /d/f1.wav user.tusfs.state ' "$DLOG")" -eq 1 ]
+	"$TUSFS_BIN" resume "$MNT"
+	"$TUSFS_BIN" wait "$MNT" --timeout 60
+	[ "$(getfattr --only-values -n user.tusfs.summary "$MNT/d")" = $'100\tuploaded\t' ]
+	[ "$(inspect | wc -l)" -eq 100 ]
+}
+
 @test "tusfs pause stops an upload mid-way, across a remount; resume finishes it from the server's offset" {
 	backend_start --profile tuspyserver
 	tusfs_mount chunk_size=4M,max_rate=8M

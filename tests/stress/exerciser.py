@@ -300,6 +300,12 @@ class Exerciser:
             self.fail("listing of %s: missing %s, unexpected %s, no "
                       "sidecar %s" % (d or ".", sorted(missing),
                                        sorted(unknown), sorted(nostatus)))
+        pre = d + "/" if d else ""
+        below = sum(1 for p in self.files if p.startswith(pre))
+        counted = sum(self.summary(d).values())
+        if counted != below:
+            self.fail("summary of %s counts %d files, the model has %d" %
+                      (d or ".", counted, below))
         for p in self.children(d):
             ms = self.guarded("stat %s" % p, os.stat, self.mp(p))
             ds = res(os.stat, self.dp(p))
@@ -314,6 +320,18 @@ class Exerciser:
                 if p in self.dirs:
                     self.check_nlink(p, ms[1], ds[1])
                 self.check_namespaces(p)
+
+    def summary(self, d):
+        """user.tusfs.summary of a folder as {state: files below it}."""
+        m = self.guarded("summary %s" % d, os.getxattr, self.mp(d),
+                         "user.tusfs.summary")
+        if m[0] == "err":
+            self.fail("summary of %s: %s" % (d or ".", ename(m)))
+        counts = {}
+        for line in m[1].decode().splitlines():
+            n, state, _detail = line.split("\t")
+            counts[state] = counts.get(state, 0) + int(n)
+        return counts
 
     def check_namespaces(self, p):
         """A mount has the user namespace only: the others answer ENOTSUP
@@ -942,6 +960,15 @@ class Exerciser:
         if w.returncode != 0:
             self.fail("tusfs wait exited %d: %s" % (w.returncode,
                                                    w.stderr.strip()))
+        # Settled now: the summary must agree with the files one by one.
+        each = {}
+        for rel in self.files:
+            st = self.state(rel)
+            each[st] = each.get(st, 0) + 1
+        got = self.summary("")
+        if got != each:
+            self.fail("summary after tusfs wait: %s, the files say %s" %
+                      (got, each))
         if not self.a.store:
             return
         self.log("compare with the server")

@@ -55,7 +55,9 @@ mounted() {
 tusfs_mount() {
 	local opts="state_dir=$STATE"
 	[ -n "${1:-}" ] && opts="$opts,$1"
-	"$TUSFS_BIN" -f -o "$opts" "$ENDPOINT" "$MNT" 2>>"$DLOG" &
+	# A leak is judged from the log (sanitizer_reported), not the status.
+	LSAN_OPTIONS=${LSAN_OPTIONS:-exitcode=0} \
+		"$TUSFS_BIN" -f -o "$opts" "$ENDPOINT" "$MNT" 2>>"$DLOG" &
 	TUSFS_PID=$!
 	for _ in $(seq 400); do
 		mounted && return 0
@@ -94,10 +96,31 @@ backend_stop() {
 	BACKEND_PID=
 }
 
+# sanitizer_reported LOG: whether LOG holds a sanitizer report against
+# tusfs. A leak allocated by libfuse alone (every frame below the allocator
+# in libfuse3.so) is not: libfuse 3.14 keeps a FUSE_INTERRUPT that arrives
+# after its request was answered (a killed writer's FLUSH) until a later
+# request drains it, and frees none left at exit. tests/valgrind.supp lets
+# memcheck's view of libfuse's teardown through the same way.
+sanitizer_reported() {
+	[ -f "$1" ] || return 1
+	grep -q 'runtime error:' "$1" && return 0
+	grep -E 'ERROR: [A-Za-z]+Sanitizer' "$1" | grep -qv LeakSanitizer &&
+		return 0
+	grep -q 'ERROR: LeakSanitizer' "$1" || return 1
+	awk '/^(Direct|Indirect) leak of/ { leaks++; in_leak = 1; next }
+		in_leak && /^ *#[0-9]+ / {
+			if ($1 != "#0" && $0 !~ /libfuse3\.so/) ours = 1
+			next
+		}
+		{ in_leak = 0 }
+		END { exit !(ours || leaks == 0) }' "$1"
+}
+
 common_teardown() {
 	tusfs_unmount
 	backend_stop
-	if grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$DLOG" 2>/dev/null; then
+	if sanitizer_reported "$DLOG"; then
 		cat "$DLOG"
 		return 1
 	fi

@@ -5,7 +5,8 @@
 # fuzz targets, the unit tests and a daemon session under valgrind
 # (scripts/valgrind.sh), a bounded run of the model-based exerciser
 # (tests/stress) and the bats integration suite against the
-# sanitized daemon, and ends with "N passed, M failed".
+# sanitized daemon (in two shards at once), and ends with "N passed, M
+# failed".
 #
 # Usage: scripts/test.sh [bats filter regex]
 set -uo pipefail
@@ -121,12 +122,43 @@ rc=$?
 cat build/valgrind.out
 record "valgrind" "$rc"
 
+# The integration suite in two shards at once. Most of a test is waiting
+# (on a server, a poll, a backoff), so two at a time keep the cores busy,
+# and each test has its own server, port, mount and files. The shards are
+# about equal in time (bats --timing); every file must be in one.
+shards=("backend faults install mount namespace scale sidecars"
+	"durability security service tools upload")
+listed=$(echo "${shards[@]}" | tr ' ' '\n' | sort)
+present=$(find tests/integration -maxdepth 1 -name '*.bats' -printf '%f\n' |
+	sed 's/\.bats$//' | sort)
+[ "$listed" = "$present" ]
+rc=$?
+[ "$rc" -eq 0 ] ||
+	echo "test.sh: the bats shards list '$listed', the files are '$present'"
+record "bats shards list every file" "$rc"
 filter=()
 [ $# -gt 0 ] && filter=(--filter "$1")
-tap=$(bats --tap "${filter[@]}" tests/integration 2>&1)
+shard_pids=()
+for i in "${!shards[@]}"; do
+	files=()
+	for name in ${shards[$i]}; do
+		files+=("tests/integration/$name.bats")
+	done
+	bats --tap "${filter[@]}" "${files[@]}" >"build/bats-$i.tap" 2>&1 &
+	shard_pids+=($!)
+done
+wait "${shard_pids[@]}"
+notok=0
+for i in "${!shards[@]}"; do
+	# A shard that stopped short of its plan failed, whatever it printed.
+	plan=$(sed -n 's/^1\.\.\([0-9]*\)$/\1/p' "build/bats-$i.tap" | head -n 1)
+	[ "${plan:-x}" = "$(grep -cE '^(not )?ok ' "build/bats-$i.tap")" ] ||
+		{ echo "FAILED: bats shard $i ended short of its plan"; notok=$((notok + 1)); }
+done
+tap=$(cat build/bats-*.tap)
 echo "$tap"
 ok=$(echo "$tap" | grep -c '^ok ')
-notok=$(echo "$tap" | grep -c '^not ok ')
+notok=$((notok + $(echo "$tap" | grep -c '^not ok ')))
 [ "$ok" -gt 0 ] || notok=$((notok + 1))
 passed=$((passed + ok))
 failed=$((failed + notok))

@@ -391,7 +391,9 @@ assert_task_shape() {
 }
 
 @test "task: 404 until the last byte and --task-delay, then processing through the stages, then the transcript" {
-	backend_start --task-delay 800 --task-step-ms 250
+	# Stages long enough to be seen by a loop of curl and jq on a loaded
+	# machine (the suite runs two tests at once).
+	backend_start --task-delay 800 --task-step-ms 600
 	mkmedia "$T/rec.wav" --seconds 10 --seed 3
 	size=$(stat -c %s "$T/rec.wav")
 	id=$(uuid)

@@ -141,6 +141,7 @@ static const char *transcription_word(const struct tusfs *t,
 struct summary {
 	const struct tusfs *t;
 	size_t rows;
+	bool full; /* a file found no row: the counts are not to be trusted */
 	struct summary_row {
 		const char *state, *detail;
 		unsigned count;
@@ -162,8 +163,10 @@ static void summarize(struct node *n, void *arg)
 		    strcmp(s->row[i].detail, detail) == 0)
 			break;
 	if (i == s->rows) {
-		if (i == sizeof(s->row) / sizeof(*s->row))
+		if (i == sizeof(s->row) / sizeof(*s->row)) {
+			s->full = true;
 			return;
+		}
 		s->row[s->rows++] = (struct summary_row){state, detail, 0};
 	}
 	s->row[i].count++;
@@ -176,6 +179,8 @@ static int summary_value(const struct tusfs *t, struct node *dir, char *buf,
 	size_t len = 0;
 
 	catalog_each_file(dir, summarize, &s);
+	if (s.full)
+		return -ERANGE;
 	buf[0] = '\0';
 	for (size_t i = 0; i < s.rows; i++) {
 		int k =

@@ -26,7 +26,6 @@
 /* One poll's or walk's findings; nftw offers no argument, hence the static. */
 static struct tally {
 	unsigned long pending, failed;
-	bool report; /* print failed (and pending) files this walk */
 	bool transcripts;
 	size_t prefix;
 } tally;
@@ -120,7 +119,7 @@ static int visit(const char *path, const struct stat *st, int type,
 			 sizeof(detail));
 	v = judge(state, detail, &shown);
 	count(v, 1);
-	if (!tally.report || (v != WAIT_PENDING && v != WAIT_FAILED))
+	if (v != WAIT_PENDING && v != WAIT_FAILED)
 		return 0;
 	log_escape(path + tally.prefix, name, sizeof(name));
 	if (v == WAIT_FAILED) {
@@ -134,10 +133,10 @@ static int visit(const char *path, const struct stat *st, int type,
 	return 0;
 }
 
-static int walk(const char *mnt, bool report)
+/* Names every failed and pending file on stderr, and counts them. */
+static int report(const char *mnt)
 {
-	tally = (struct tally){.report = report,
-			       .transcripts = tally.transcripts,
+	tally = (struct tally){.transcripts = tally.transcripts,
 			       .prefix = cli_prefix(mnt)};
 	return nftw(mnt, visit, 16, FTW_PHYS | FTW_MOUNT);
 }
@@ -185,14 +184,14 @@ int wait_main(int argc, char *argv[])
 		if (tally.pending == 0) {
 			if (tally.failed == 0)
 				return CLI_DONE;
-			walk(mnt, true);
+			report(mnt);
 			return CLI_FAILED;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		elapsed = (double)(now.tv_sec - start.tv_sec) +
 			  (double)(now.tv_nsec - start.tv_nsec) / 1e9;
 		if (timeout >= 0 && elapsed >= timeout) {
-			walk(mnt, true);
+			report(mnt);
 			fprintf(stderr,
 				"tusfs wait: timed out with %lu files "
 				"pending\n",

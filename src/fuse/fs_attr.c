@@ -357,8 +357,11 @@ int tfs_listxattr(const char *path, char *list, size_t size)
 		char full[64];
 
 		snprintf(full, sizeof(full), ATTR_PREFIX "%s", names[i]);
-		if (xattr_value(t, n, n == catalog_root(t->cat), full, buf,
-				sizeof(buf)) < 0)
+		/* Every folder has a summary; no need to walk it to know. */
+		if (strcmp(names[i], ATTR_SUMMARY) == 0
+			? !S_ISDIR(n->mode)
+			: xattr_value(t, n, n == catalog_root(t->cat), full,
+				      buf, sizeof(buf)) < 0)
 			continue;
 		memcpy(all + len, full, strlen(full) + 1);
 		len += strlen(full) + 1;

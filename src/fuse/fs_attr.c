@@ -33,14 +33,33 @@ static const char *held_reason(const struct node *n)
 	return NULL;
 }
 
+/*
+ * Empty as users see it: sealed so, or paused where a worker would seal it
+ * so without a request (closed, no byte, and no upload of an earlier
+ * version to terminate; a new version leaves a complete one alone). Pause
+ * stops the worker, not the fact.
+ */
+static bool shown_empty(const struct node *n)
+{
+	if (n->up.state == UPLOAD_EMPTY)
+		return true;
+	return n->paused && n->up.state != UPLOAD_UPLOADED &&
+	       n->up.state != UPLOAD_FAILED && n->size == 0 &&
+	       n->writers == 0 &&
+	       (!n->up.url ||
+		(upload_complete(&n->up) && n->up.new_generation));
+}
+
 /* The upload state as users see it. */
 static const char *shown_state(const struct node *n)
 {
 	if (held_reason(n))
 		return WORD_HELD;
+	if (shown_empty(n))
+		return WORD_EMPTY;
 	/* Paused until it has nothing left to send. */
 	if (n->paused && n->up.state != UPLOAD_UPLOADED &&
-	    n->up.state != UPLOAD_EMPTY && n->up.state != UPLOAD_FAILED)
+	    n->up.state != UPLOAD_FAILED)
 		return WORD_PAUSED;
 	return upload_state_name(n->up.state);
 }
@@ -83,7 +102,7 @@ int fs_render_status_of(const struct tusfs *t, const struct node *n, char **buf,
 		if (v.rate > 0 && n->size >= done)
 			v.eta = ceil((double)(n->size - done) / v.rate);
 	}
-	if (poller_transcripts(t->poller) && up->state != UPLOAD_EMPTY) {
+	if (poller_transcripts(t->poller) && !shown_empty(n)) {
 		v.task_status = tr_state_name(n->tr.state);
 		v.task_stage = n->tr.stage[0] ? n->tr.stage : NULL;
 		v.task_percent = n->tr.percent;
@@ -124,7 +143,7 @@ void fs_fill_sidecar_stat(const struct tusfs *t, const struct node *n, int k,
 static const char *transcription_word(const struct tusfs *t,
 				      const struct node *n)
 {
-	return poller_transcripts(t->poller) && n->up.state != UPLOAD_EMPTY &&
+	return poller_transcripts(t->poller) && !shown_empty(n) &&
 		       n->up.task_id[0]
 		   ? tr_state_name(n->tr.state)
 		   : NULL;

@@ -372,6 +372,15 @@ teardown() {
 	"$TUSFS_BIN" pause "$MNT" "$MNT/later"
 	echo hello >"$MNT/later/note.wav"
 	[ "$(xattr state later/note.wav)" = paused ]
+	# An empty file has nothing to send: it is empty, paused or not, and
+	# wait does not wait for it.
+	: >"$MNT/later/blank.wav"
+	[ "$(xattr state later/blank.wav)" = empty ]
+	jq -e '.state == "empty"' "$MNT/later/blank.wav.status"
+	run "$TUSFS_BIN" wait "$MNT" --timeout 1
+	[ "$status" -eq 2 ]
+	[[ "$output" == *"note.wav: still paused"* ]]
+	[[ "$output" != *blank.wav* ]]
 	mv "$MNT/later/note.wav" "$MNT/later/memo.wav"
 	[ "$(cat "$MNT/later/memo.wav")" = hello ]
 	cmp "$T/src" "$MNT/talk.wav"
@@ -380,6 +389,7 @@ teardown() {
 	tusfs_mount chunk_size=4M
 	[ "$(xattr state talk.wav)" = paused ]
 	[ "$(xattr state later/memo.wav)" = paused ]
+	[ "$(xattr state later/blank.wav)" = empty ]
 	sleep 2
 	[ "$(tail -n +"$((mark + 1))" "$REQLOG" | grep -c '"method":"PATCH"')" -eq 0 ]
 	# Resumed: from the server's offset, byte-exact.

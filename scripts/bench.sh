@@ -160,6 +160,8 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR
 
 # The daemon's CPU seconds so far and its peak RSS in KiB.
 cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+# The CPU seconds of this script's children that have been waited for.
+children_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($16 + $17) / hz}' "/proc/$$/stat"; }
 hwm_of() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
 clear_store() { find "$store_dir" -maxdepth 1 -type f -delete; }
@@ -249,6 +251,15 @@ rounds() {
 # --- Scenarios --------------------------------------------------------------
 
 copy_large() { cp "$large" "$mnt/" && upload_wait "$mnt"; }
+# tus-js-client while a plain cp writes the same bytes to a local file: the
+# peer plus the spool write any spooling client adds (the large-file bound).
+tusjs_beside() {
+	cp "$large" "$work/beside.wav" &
+	local cp_pid=$!
+	tusjs "$store_url" 1 "$large"
+	wait "$cp_pid"
+	rm -f "$work/beside.wav"
+}
 
 large_round() {
 	timed a copy_large
@@ -261,11 +272,13 @@ large_round() {
 	clear_store
 	timed b_js tusjs "$store_url" 1 "$large"
 	clear_store
+	timed b_beside tusjs_beside
+	clear_store
 }
 scenario_large() {
 	echo "bench: large file (2 GiB, stored)"
 	mount_tusfs "$store_url" "$mnt"
-	a=() b_curl=() b_js=()
+	a=() b_curl=() b_js=() b_beside=()
 	cpu0=$(cpu_of "$daemon")
 	rounds large_round
 	large_cpu=$(calc "($(cpu_of "$daemon") - $cpu0) / (($runs + 1) * $large_size / $GiB)")
@@ -276,6 +289,8 @@ scenario_large() {
 	row "large file 2 GiB: cp + wait" "$(secs "$ta")" "curl loop $(secs "$tc")" "" "" ""
 	row "" "" "tus-js-client $(secs "$tj")" "$(fmt %.2f "$ratio")" "<= 1.0" \
 		"$(verdict "$ratio" '<=' 1.0)"
+	tb=$(median "${b_beside[@]}")
+	row "" "" "tus-js-client + cp $(secs "$tb")" "$(fmt %.2f "$ta / $tb")" "" ""
 }
 
 dd_into() { dd if=/dev/zero of="$1" bs=1M count=4096 status=none; }
@@ -383,12 +398,36 @@ memory() {
 	unmount "$mnt"
 	rm -f "$f"
 }
+# dd_cpu N FILE: N `dd bs=1M` at once copy FILE to local files, the one
+# page-cache write of every byte that any spooling client pays; sets dd
+# (CPU s per GiB).
+dd_cpu() {
+	local n=$1 f=$2 c0 i dds=()
+	sync
+	c0=$(children_cpu)
+	for i in $(seq "$n"); do
+		dd if="$f" of="$work/local$i.wav" bs=1M status=none &
+		dds+=($!)
+	done
+	wait "${dds[@]}"
+	dd=$(calc "($(children_cpu) - $c0) / ($n * $(stat -c %s "$f") / $GiB)")
+	rm -f "$work"/local*.wav
+}
 scenario_memory() {
 	echo "bench: memory and CPU (4 files at once, 1 GiB and 4 GiB each)"
 	memory "$GiB"
 	hwm1=$hwm cpu1=$cpu
 	memory $((4 * GiB))
 	hwm4=$hwm cpu4=$cpu
+	dd_cpu 1 "$large"
+	dd2=$dd
+	head -c "$GiB" "$large" >"$data/mem.wav"
+	dd_cpu 4 "$data/mem.wav"
+	dd1=$dd
+	cat "$large" "$large" >"$data/mem.wav"
+	dd_cpu 4 "$data/mem.wav"
+	dd4=$dd
+	rm -f "$data/mem.wav"
 	grow=$(calc "$hwm4 / $hwm1")
 	if [ -n "${large_hwm:-}" ]; then
 		row "peak RSS, 2 GiB file" "$((large_hwm / 1024)) MiB" "" "" \
@@ -398,10 +437,12 @@ scenario_memory() {
 		"$(verdict "$hwm1" '<=' $((32 * 1024)))"
 	row "peak RSS, 4 x 4 GiB at once" "$((hwm4 / 1024)) MiB" "against 4 x 1 GiB" \
 		"$(fmt %.2f "$grow")" "<= 1.10" "$(verdict "$grow" '<=' 1.10)"
-	for c in ${large_cpu:+"2 GiB file:$large_cpu"} "4 x 1 GiB:$cpu1" \
-		"4 x 4 GiB:$cpu4"; do
-		row "CPU per GiB, ${c%%:*}" "$(fmt '%.2f s' "${c#*:}")" "" "" \
-			"<= 1.0" "$(verdict "${c#*:}" '<=' 1.0)"
+	for c in ${large_cpu:+"2 GiB file:$large_cpu:dd $dd2"} \
+		"4 x 1 GiB:$cpu1:4 x dd $dd1" "4 x 4 GiB:$cpu4:4 x dd $dd4"; do
+		IFS=: read -r what v peer <<<"$c"
+		row "CPU per GiB, $what" "$(fmt '%.2f s' "$v")" \
+			"${peer% *} to a file $(fmt '%.2f s' "${peer##* }")" \
+			"$(fmt %.2f "$v / ${peer##* }")" "<= 1.0" "$(verdict "$v" '<=' 1.0)"
 	done
 }
 

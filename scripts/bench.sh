@@ -419,8 +419,10 @@ scenario_memory() {
 	hwm1=$hwm cpu1=$cpu
 	memory $((4 * GiB))
 	hwm4=$hwm cpu4=$cpu
-	dd_cpu 1 "$large"
-	dd2=$dd
+	if [ -n "${large_cpu:-}" ]; then # the large scenario's own row
+		dd_cpu 1 "$large"
+		dd2=$dd
+	fi
 	head -c "$GiB" "$large" >"$data/mem.wav"
 	dd_cpu 4 "$data/mem.wav"
 	dd1=$dd

@@ -33,6 +33,13 @@ static const char *held_reason(const struct node *n)
 	return NULL;
 }
 
+/* Paused before its upload reached an end (uploaded, empty or failed). */
+static bool paused_pending(const struct node *n)
+{
+	return n->paused && n->up.state != UPLOAD_UPLOADED &&
+	       n->up.state != UPLOAD_EMPTY && n->up.state != UPLOAD_FAILED;
+}
+
 /*
  * Empty as users see it: sealed so, or paused where a worker would seal it
  * so without a request (closed, no byte, and no upload of an earlier
@@ -41,13 +48,10 @@ static const char *held_reason(const struct node *n)
  */
 static bool shown_empty(const struct node *n)
 {
-	if (n->up.state == UPLOAD_EMPTY)
-		return true;
-	return n->paused && n->up.state != UPLOAD_UPLOADED &&
-	       n->up.state != UPLOAD_FAILED && n->size == 0 &&
-	       n->writers == 0 &&
-	       (!n->up.url ||
-		(upload_complete(&n->up) && n->up.new_generation));
+	return n->up.state == UPLOAD_EMPTY ||
+	       (paused_pending(n) && n->size == 0 && n->writers == 0 &&
+		(!n->up.url ||
+		 (upload_complete(&n->up) && n->up.new_generation)));
 }
 
 /* The upload state as users see it. */
@@ -58,8 +62,7 @@ static const char *shown_state(const struct node *n)
 	if (shown_empty(n))
 		return WORD_EMPTY;
 	/* Paused until it has nothing left to send. */
-	if (n->paused && n->up.state != UPLOAD_UPLOADED &&
-	    n->up.state != UPLOAD_FAILED)
+	if (paused_pending(n))
 		return WORD_PAUSED;
 	return upload_state_name(n->up.state);
 }
